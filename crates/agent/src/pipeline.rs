@@ -1,0 +1,159 @@
+//! The filter stage and the queue to the store writer.
+//!
+//! Sensors call [`Pipeline::emit`] on their own threads. The current [`FilterSet`] is read with
+//! one atomic load per event, so a config reload swaps it atomically: each event is judged by
+//! exactly one filter set. Kept events go through a bounded queue to the writer thread, which
+//! appends them to the store in batches; a full queue drops the event and counts it as lost.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
+use watchpost_catalog::{Event, TableId, catalog};
+use watchpost_filters::{FilterSet, Verdict};
+use watchpost_sensors::EventSink;
+use watchpost_store::Store;
+
+use crate::status::{ErrorSlot, unix_now};
+
+/// Queue between sensors and the store writer: room for a few seconds of a heavy burst.
+const QUEUE_CAPACITY: usize = 65_536;
+/// The writer commits at least this often: a crash loses at most this much of captured events.
+pub const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+const MAX_BATCH: usize = 4_096;
+/// How often expired events are removed from the store.
+const EXPIRE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Per-table counters since start.
+#[derive(Default)]
+pub struct TableCounters {
+    pub captured: AtomicU64,
+    pub filtered: AtomicU64,
+    pub stored: AtomicU64,
+    /// Dropped because the queue was full or the store refused the batch.
+    pub lost: AtomicU64,
+}
+
+/// What the pipeline and its writer count, shared with the status table.
+pub struct PipelineStats {
+    tables: Vec<TableCounters>,
+    pub store_error: ErrorSlot,
+}
+
+impl PipelineStats {
+    pub fn table(&self, table: TableId) -> &TableCounters {
+        &self.tables[usize::from(table.0)]
+    }
+}
+
+pub struct Pipeline {
+    filters: ArcSwap<FilterSet>,
+    stats: Arc<PipelineStats>,
+    queue: Sender<Event>,
+}
+
+impl Pipeline {
+    /// Creates the pipeline and starts the writer thread that feeds `store`. The writer stops
+    /// once every handle to the pipeline is gone and the queue is empty.
+    pub fn start(filters: FilterSet, store: Arc<Store>) -> std::io::Result<(Arc<Pipeline>, Writer)> {
+        let (tx, rx) = bounded(QUEUE_CAPACITY);
+        let stats = Arc::new(PipelineStats {
+            tables: catalog().tables().iter().map(|_| TableCounters::default()).collect(),
+            store_error: ErrorSlot::default(),
+        });
+        let writer_stats = Arc::clone(&stats);
+        let handle = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || write_loop(&rx, &store, &writer_stats))?;
+        let pipeline = Arc::new(Pipeline { filters: ArcSwap::from_pointee(filters), stats, queue: tx });
+        Ok((pipeline, Writer { handle }))
+    }
+
+    /// Puts a new filter set in force for every event judged from now on.
+    pub fn swap_filters(&self, filters: FilterSet) {
+        self.filters.store(Arc::new(filters));
+    }
+
+    pub fn stats(&self) -> &Arc<PipelineStats> {
+        &self.stats
+    }
+}
+
+impl EventSink for Pipeline {
+    fn emit(&self, event: Event) -> bool {
+        let counters = self.stats.table(event.table);
+        counters.captured.fetch_add(1, Ordering::Relaxed);
+        if self.filters.load().judge(&event) == Verdict::Drop {
+            counters.filtered.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        match self.queue.try_send(event) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                counters.lost.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+}
+
+/// The store writer thread.
+pub struct Writer {
+    handle: JoinHandle<()>,
+}
+
+impl Writer {
+    /// Waits until everything queued is committed. Drop every `Arc<Pipeline>` first (stop the
+    /// sensors), or this waits forever.
+    pub fn finish(self) {
+        let _ = self.handle.join();
+    }
+}
+
+fn write_loop(rx: &Receiver<Event>, store: &Store, stats: &PipelineStats) {
+    let mut batch: Vec<Event> = Vec::with_capacity(MAX_BATCH);
+    let mut last_expire = Instant::now();
+    let mut open = true;
+    while open {
+        let deadline = Instant::now() + COMMIT_INTERVAL;
+        while batch.len() < MAX_BATCH {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(event) => batch.push(event),
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        if !batch.is_empty() {
+            commit(store, stats, &mut batch);
+        }
+        if last_expire.elapsed() >= EXPIRE_INTERVAL {
+            last_expire = Instant::now();
+            if let Err(e) = store.expire(unix_now()) {
+                stats.store_error.record(format!("expiring events: {e}"));
+            }
+        }
+    }
+}
+
+fn commit(store: &Store, stats: &PipelineStats, batch: &mut Vec<Event>) {
+    match store.append(batch) {
+        Ok(_) => {
+            for event in batch.iter() {
+                stats.table(event.table).stored.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Err(e) => {
+            for event in batch.iter() {
+                stats.table(event.table).lost.fetch_add(1, Ordering::Relaxed);
+            }
+            stats.store_error.record(format!("appending {} events: {e}", batch.len()));
+        }
+    }
+    batch.clear();
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Every test watchpost has: formatting, lints, Linux unit and end-to-end tests (the sensor
+# tests that need root skip with a message when not root; CI runs as root), the benchmark
+# smoke run, and the Windows build and unit tests under Wine. `.ci/run` runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+echo "== format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --exclude watchpost --all-targets --locked --target x86_64-pc-windows-gnu -- -D warnings
+
+echo "== Linux tests"
+cargo test --workspace --locked
+
+echo "== Windows tests (under Wine)"
+scripts/test-windows.sh
