@@ -1,0 +1,216 @@
+//! Case-insensitive `*`/`?` patterns, the inside of the filter stage.
+//!
+//! Hand-written rather than taken from a glob crate: the filter values are Windows paths and
+//! command lines, where `\` must be an ordinary character, but the common glob crates treat `\`
+//! as an escape (or give `/` and `[` meanings the original extension never had). The matcher is
+//! reached only through [`PatternList`], so a compiled multi-pattern matcher can replace it
+//! without touching the filter logic.
+
+/// One element of a pattern, already case-folded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Token {
+    Literal(char),
+    /// `?`: exactly one character.
+    AnyOne,
+    /// `*`: any run of characters, also none.
+    AnyRun,
+}
+
+/// A compiled filter value.
+#[derive(Clone, Debug)]
+struct Glob {
+    tokens: Vec<Token>,
+}
+
+impl Glob {
+    fn new(pattern: &str) -> Glob {
+        let mut tokens: Vec<Token> = Vec::with_capacity(pattern.len());
+        for c in pattern.chars() {
+            match c {
+                // `**` is the same as `*`; keeping one makes backtracking cheaper.
+                '*' if tokens.last() == Some(&Token::AnyRun) => {}
+                '*' => tokens.push(Token::AnyRun),
+                '?' => tokens.push(Token::AnyOne),
+                c => tokens.extend(c.to_lowercase().map(Token::Literal)),
+            }
+        }
+        Glob { tokens }
+    }
+
+    /// Whether the whole (folded) `text` matches. Classic wildcard matching: on a mismatch,
+    /// retry from the last `*` with it swallowing one more character. Remembering only the last
+    /// star suffices because a later star can absorb whatever an earlier one would have.
+    fn matches<U: Unit>(&self, text: &[U]) -> bool {
+        let tokens = &self.tokens;
+        let (mut p, mut t) = (0, 0);
+        // (token after the star, text position the star's run ends at)
+        let mut backtrack: Option<(usize, usize)> = None;
+        while t < text.len() {
+            match tokens.get(p) {
+                Some(Token::AnyRun) => {
+                    backtrack = Some((p + 1, t));
+                    p += 1;
+                    continue;
+                }
+                Some(Token::AnyOne) => {
+                    p += 1;
+                    t += 1;
+                    continue;
+                }
+                Some(Token::Literal(c)) if *c == text[t].folded() => {
+                    p += 1;
+                    t += 1;
+                    continue;
+                }
+                _ => {}
+            }
+            match backtrack {
+                Some((after_star, run_end)) => {
+                    p = after_star;
+                    t = run_end + 1;
+                    backtrack = Some((after_star, run_end + 1));
+                }
+                None => return false,
+            }
+        }
+        tokens[p..].iter().all(|token| *token == Token::AnyRun)
+    }
+}
+
+/// A character of the text being matched, folded to lower case.
+trait Unit: Copy {
+    fn folded(self) -> char;
+}
+
+/// ASCII text is folded on the fly, so matching it needs no copy.
+impl Unit for u8 {
+    fn folded(self) -> char {
+        char::from(self.to_ascii_lowercase())
+    }
+}
+
+/// Non-ASCII text is folded into a `Vec<char>` up front.
+impl Unit for char {
+    fn folded(self) -> char {
+        self
+    }
+}
+
+/// A value's text, case-folded the same way the patterns are: each character replaced by its
+/// Unicode lower case (char by char, so `Σ` always becomes `σ`, unlike `str::to_lowercase`,
+/// which writes a word-final `ς`). A character whose lower case is several characters (`İ`)
+/// counts as that many for `?`, in patterns and texts alike.
+pub(crate) enum FoldedText<'a> {
+    Ascii(&'a [u8]),
+    Chars(Vec<char>),
+}
+
+impl FoldedText<'_> {
+    pub(crate) fn new(text: &str) -> FoldedText<'_> {
+        if text.is_ascii() {
+            FoldedText::Ascii(text.as_bytes())
+        } else {
+            FoldedText::Chars(text.chars().flat_map(char::to_lowercase).collect())
+        }
+    }
+}
+
+/// The values of one filter (one column's include or exclude list). The seam: replace the
+/// inside with a compiled multi-pattern matcher, keep `first_match`.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PatternList {
+    globs: Vec<Glob>,
+}
+
+impl PatternList {
+    pub(crate) fn new<'p>(patterns: impl IntoIterator<Item = &'p str>) -> PatternList {
+        PatternList { globs: patterns.into_iter().map(Glob::new).collect() }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.globs.is_empty()
+    }
+
+    /// Index of the first pattern that matches the whole text.
+    pub(crate) fn first_match(&self, text: &FoldedText) -> Option<usize> {
+        match text {
+            FoldedText::Ascii(bytes) => self.globs.iter().position(|g| g.matches(bytes)),
+            FoldedText::Chars(chars) => self.globs.iter().position(|g| g.matches(chars)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matches(pattern: &str, text: &str) -> bool {
+        PatternList::new([pattern]).first_match(&FoldedText::new(text)).is_some()
+    }
+
+    #[test]
+    fn star_matches_any_run_including_none() {
+        assert!(matches("*", ""));
+        assert!(matches("*", "anything"));
+        assert!(matches("a*b", "ab"));
+        assert!(matches("a*b", "axxxb"));
+        assert!(!matches("a*b", "axxxbc"));
+        assert!(matches("*a*b*", "xxaxxbxx"));
+        assert!(matches("a**b", "ab"));
+        // Needs backtracking past a first candidate.
+        assert!(matches("*ab", "aab"));
+        assert!(matches("a*ab*c", "aabxabxc"));
+        assert!(!matches("a*ab*c", "aabxabx"));
+    }
+
+    #[test]
+    fn question_mark_matches_exactly_one_character() {
+        assert!(matches("a?c", "abc"));
+        assert!(!matches("a?c", "ac"));
+        assert!(!matches("a?c", "abbc"));
+        assert!(matches("??", "äö"));
+        assert!(!matches("?", ""));
+    }
+
+    #[test]
+    fn matching_is_whole_text_and_case_insensitive() {
+        assert!(matches("abc", "ABC"));
+        assert!(!matches("abc", "abcd"));
+        assert!(!matches("bc", "abc"));
+        assert!(matches("ÄRGER", "ärger"));
+        assert!(matches("ärger*", "ÄRGERLICH"));
+        // Sigma folds the same wherever it stands.
+        assert!(matches("*Σ", "ΑΣ"));
+    }
+
+    #[test]
+    fn backslash_is_a_literal_character() {
+        assert!(matches(r"C:\Windows\*", r"c:\windows\system32\cmd.exe"));
+        assert!(!matches(r"C:\Windows\*", "C:/Windows/x"));
+        assert!(matches(r"a\*", r"a\anything"));
+        assert!(!matches(r"a\*", "a*"));
+        assert!(matches(r"a\?", r"a\b"));
+    }
+
+    /// The same pattern as a regex over the folded text: the reference the matcher must agree with.
+    fn reference(pattern: &str, text: &str) -> bool {
+        let mut re = String::from("^");
+        for c in pattern.chars() {
+            match c {
+                '*' => re.push_str("(?s:.*)"),
+                '?' => re.push_str("(?s:.)"),
+                c => c.to_lowercase().for_each(|l| re.push_str(&regex::escape(&l.to_string()))),
+            }
+        }
+        re.push('$');
+        let folded: String = text.chars().flat_map(char::to_lowercase).collect();
+        regex::Regex::new(&re).unwrap().is_match(&folded)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn agrees_with_a_regex_reference(pattern in "[abi*?\\\\Äßİ]{0,8}", text in "[abiAB\\\\äÄßİ]{0,10}") {
+            proptest::prop_assert_eq!(matches(&pattern, &text), reference(&pattern, &text));
+        }
+    }
+}
