@@ -1,1 +1,243 @@
-//! placeholder
+//! Sensors: what turns OS activity into catalog events (evented tables) or computes rows when a
+//! snapshot table is queried.
+//!
+//! Data flows one way: sensor -> filter -> store -> query. A [`Sensor`] knows nothing of filters
+//! or the store; it delivers [`Event`]s into the [`EventSink`] the agent hands it in a
+//! [`SensorContext`], and reports its health through a shared [`SensorHealth`]. A
+//! [`SnapshotTable`] computes its rows on demand.
+//!
+//! Portable sensors live in `common/` (the log tailer behind `win_logger_events`), platform ones
+//! in `linux/` and `windows/` (`win_mem_perf`). [`platform_sensors`] and [`platform_snapshots`]
+//! list what this build offers.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use watchpost_catalog::{Event, GenerateError, QueryContext, Row, Stamper, Table};
+
+pub mod common;
+#[cfg(unix)]
+pub mod linux;
+#[cfg(windows)]
+pub mod windows;
+
+pub use common::mem_perf::MemoryStatus;
+pub use common::tail::TailSensor;
+
+/// Where sensors deliver events. The agent's implementation applies filters, counts, and queues
+/// for the store. `emit` never blocks for long; returns false when the event was dropped (the
+/// sink counts it).
+pub trait EventSink: Send + Sync {
+    fn emit(&self, event: Event) -> bool;
+}
+
+/// What a sensor is doing, as the status table shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SensorState {
+    Starting,
+    Running,
+    /// Running, but some of its work fails (e.g. one watched file is unreadable).
+    Degraded(String),
+    /// Not producing events at all.
+    Failed(String),
+    Stopped,
+}
+
+impl fmt::Display for SensorState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SensorState::Starting => f.write_str("starting"),
+            SensorState::Running => f.write_str("running"),
+            SensorState::Degraded(reason) => write!(f, "degraded: {reason}"),
+            SensorState::Failed(reason) => write!(f, "failed: {reason}"),
+            SensorState::Stopped => f.write_str("stopped"),
+        }
+    }
+}
+
+/// A copy of a sensor's health at one moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthSnapshot {
+    /// [`SensorState`] as text: `running`, `degraded: REASON`, ...
+    pub state: String,
+    /// How the sensor gets its data, e.g. `notify+poll`, `procfs`.
+    pub mode: String,
+    /// Events the sensor itself lost (kernel overruns, oversized lines), not counting sink drops.
+    pub lost: u64,
+    pub last_error: Option<String>,
+    /// Unix seconds of `last_error`.
+    pub last_error_time: Option<i64>,
+}
+
+/// A sensor's health, shared between the sensor's threads and the status table.
+#[derive(Debug)]
+pub struct SensorHealth {
+    name: String,
+    state: Mutex<SensorState>,
+    mode: Mutex<String>,
+    lost: AtomicU64,
+    last_error: Mutex<Option<(i64, String)>>,
+}
+
+impl SensorHealth {
+    /// Fresh health in state `Starting`; `name` prefixes logged errors.
+    pub fn new(name: impl Into<String>) -> SensorHealth {
+        SensorHealth {
+            name: name.into(),
+            state: Mutex::new(SensorState::Starting),
+            mode: Mutex::new(String::new()),
+            lost: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    pub fn set_state(&self, state: SensorState) {
+        *lock(&self.state) = state;
+    }
+
+    pub fn state(&self) -> SensorState {
+        lock(&self.state).clone()
+    }
+
+    pub fn set_mode(&self, mode: impl Into<String>) {
+        *lock(&self.mode) = mode.into();
+    }
+
+    pub fn add_lost(&self, n: u64) {
+        self.lost.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Remembers `message` as the last error (with the current time) and logs it.
+    pub fn record_error(&self, message: impl Into<String>) {
+        let message = message.into();
+        log::warn!("sensor {}: {message}", self.name);
+        *lock(&self.last_error) = Some((unix_now(), message));
+    }
+
+    pub fn snapshot(&self) -> HealthSnapshot {
+        let last_error = lock(&self.last_error).clone();
+        HealthSnapshot {
+            state: self.state().to_string(),
+            mode: lock(&self.mode).clone(),
+            lost: self.lost.load(Ordering::Relaxed),
+            last_error_time: last_error.as_ref().map(|(time, _)| *time),
+            last_error: last_error.map(|(_, message)| message),
+        }
+    }
+}
+
+/// Health is diagnostic data: a panic elsewhere while holding the lock must not take the status
+/// table down with it, so a poisoned lock is used as is.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// What a sensor gets when it starts.
+#[derive(Clone)]
+pub struct SensorContext {
+    pub sink: Arc<dyn EventSink>,
+    pub health: Arc<SensorHealth>,
+    pub stamper: &'static Stamper,
+}
+
+/// Why a sensor could not start or take a new config.
+#[derive(Debug, thiserror::Error)]
+pub enum SensorError {
+    #[error("table {0} is missing from the catalog (watchpost build is inconsistent)")]
+    UnknownTable(&'static str),
+    #[error("table {table} has no column {column} (watchpost build is inconsistent)")]
+    MissingColumn { table: &'static str, column: &'static str },
+    #[error("watch file {path}: bad file_regex_pattern: {reason}")]
+    BadPattern { path: String, reason: String },
+    #[error("could not start the {sensor} thread: {source}")]
+    Spawn { sensor: &'static str, source: std::io::Error },
+    #[error("the {sensor} thread has exited; restart the sensor")]
+    ThreadGone { sensor: &'static str },
+}
+
+/// Something that produces events for evented tables.
+pub trait Sensor: Send {
+    fn name(&self) -> &'static str;
+    /// The evented tables it feeds.
+    fn tables(&self) -> &'static [&'static str];
+    /// Spawns the sensor's threads and returns quickly.
+    fn start(&mut self, ctx: SensorContext) -> Result<(), SensorError>;
+    /// Puts a new config in force; no events are lost for the parts that did not change.
+    fn reconfigure(&mut self, config: &watchpost_config::Config) -> Result<(), SensorError>;
+    /// Stops and joins the sensor's threads.
+    fn stop(&mut self);
+}
+
+/// A table whose rows are computed when it is queried.
+pub trait SnapshotTable: Send + Sync {
+    fn table(&self) -> &'static str;
+    fn generate(&self, context: &QueryContext) -> Result<Vec<Row>, GenerateError>;
+}
+
+/// The catalog entry of a table a sensor of this crate serves.
+pub(crate) fn catalog_table(name: &'static str) -> Result<&'static Table, SensorError> {
+    watchpost_catalog::catalog().table(name).ok_or(SensorError::UnknownTable(name))
+}
+
+/// The position of `column` in the catalog table `table_name`.
+pub(crate) fn column_index(
+    table: &Table,
+    table_name: &'static str,
+    column: &'static str,
+) -> Result<usize, SensorError> {
+    table.column_index(column).ok_or(SensorError::MissingColumn { table: table_name, column })
+}
+
+/// The sensors this platform has, configured from `config`.
+pub fn platform_sensors(config: &watchpost_config::Config) -> Vec<Box<dyn Sensor>> {
+    vec![Box::new(TailSensor::from_config(config))]
+}
+
+/// The snapshot tables this platform has.
+pub fn platform_snapshots() -> Vec<Box<dyn SnapshotTable>> {
+    #[cfg(unix)]
+    let mem_perf = linux::mem_perf::MemPerf;
+    #[cfg(windows)]
+    let mem_perf = windows::mem_perf::MemPerf;
+    vec![Box::new(mem_perf)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_snapshot_reports_what_was_recorded() {
+        let health = SensorHealth::new("test");
+        assert_eq!(health.snapshot().state, "starting");
+        health.set_state(SensorState::Degraded("one file unreadable".into()));
+        health.set_mode("poll");
+        health.add_lost(2);
+        health.add_lost(3);
+        health.record_error("permission denied");
+        let snapshot = health.snapshot();
+        assert_eq!(snapshot.state, "degraded: one file unreadable");
+        assert_eq!(snapshot.mode, "poll");
+        assert_eq!(snapshot.lost, 5);
+        assert_eq!(snapshot.last_error.as_deref(), Some("permission denied"));
+        assert!(snapshot.last_error_time.is_some_and(|t| t > 1_600_000_000));
+    }
+
+    #[test]
+    fn platform_lists_the_tail_sensor_and_mem_perf() {
+        let sensors = platform_sensors(&watchpost_config::Config::default());
+        let names: Vec<&str> = sensors.iter().map(|s| s.name()).collect();
+        assert_eq!(names, ["tail"]);
+        assert_eq!(sensors[0].tables(), ["win_logger_events"]);
+        let snapshots = platform_snapshots();
+        let tables: Vec<&str> = snapshots.iter().map(|s| s.table()).collect();
+        assert_eq!(tables, ["win_mem_perf"]);
+    }
+}

@@ -1,0 +1,3 @@
+//! Linux (and other Unix) implementations of platform sensors and snapshot tables.
+
+pub mod mem_perf;

@@ -1,0 +1,3 @@
+//! Windows implementations of platform sensors and snapshot tables.
+
+pub mod mem_perf;
