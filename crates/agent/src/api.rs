@@ -6,7 +6,7 @@
 //! number of requests. The socket is created for its owner only (root for the daemon), and on
 //! Unix each peer's uid is checked too. docs/query-api.md documents this for applications.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -22,7 +22,9 @@ const MAX_REQUEST_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("cannot reach the watchpost daemon at {path}: {source} (is `watchpost daemon` running, and are you root?)")]
+    #[error(
+        "cannot reach the watchpost daemon at {path}: {source} (is `watchpost daemon` running, and are you root?)"
+    )]
     Connect { path: String, source: std::io::Error },
     #[error("talking to the watchpost daemon: {0}")]
     Io(#[from] std::io::Error),
@@ -152,7 +154,7 @@ fn serve_client(stream: Stream, tables: Vec<Table>, source: Arc<dyn TableSource>
     let mut reader = BufReader::new(stream);
     loop {
         let mut line = String::new();
-        let n = (&mut reader).take(MAX_REQUEST_BYTES).read_line(&mut line)?;
+        let n = Read::take(&mut reader, MAX_REQUEST_BYTES).read_line(&mut line)?;
         if n == 0 {
             return Ok(());
         }
@@ -167,7 +169,9 @@ fn serve_client(stream: Stream, tables: Vec<Table>, source: Arc<dyn TableSource>
                     Ok(result) => Response::Ok(result),
                     Err(error) => Response::Err { error },
                 },
-                Err(e) => Response::Err { error: format!("bad request (expected {{\"sql\": \"...\"}}): {e}") },
+                Err(e) => {
+                    Response::Err { error: format!("bad request (expected {{\"sql\": \"...\"}}): {e}") }
+                }
             }
         };
         let mut text = serde_json::to_string(&response).map_err(|e| ApiError::Protocol(e.to_string()))?;
@@ -188,14 +192,15 @@ pub struct Client {
 
 impl Client {
     pub fn connect(path: &str) -> Result<Client, ApiError> {
-        let stream = Stream::connect(path).map_err(|source| ApiError::Connect { path: path.to_string(), source })?;
+        let stream =
+            Stream::connect(path).map_err(|source| ApiError::Connect { path: path.to_string(), source })?;
         let writer = stream.try_clone()?;
         Ok(Client { reader: BufReader::new(stream), writer })
     }
 
     pub fn query(&mut self, sql: &str) -> Result<QueryResult, ApiError> {
-        let mut text =
-            serde_json::to_string(&Request { sql: sql.to_string() }).map_err(|e| ApiError::Protocol(e.to_string()))?;
+        let mut text = serde_json::to_string(&Request { sql: sql.to_string() })
+            .map_err(|e| ApiError::Protocol(e.to_string()))?;
         text.push('\n');
         self.writer.write_all(text.as_bytes())?;
         self.writer.flush()?;

@@ -15,7 +15,10 @@ pub enum ConfigSource {
     None,
     File(PathBuf),
     /// osquery core's config plugin, reached through the extension manager socket.
-    Osquery { socket: String, timeout: Duration },
+    Osquery {
+        socket: String,
+        timeout: Duration,
+    },
 }
 
 /// What one fetch of the source returned: the raw text (to tell whether anything changed) and
@@ -25,6 +28,9 @@ pub struct Fetched {
     pub parsed: Result<Config, ConfigErrors>,
     /// osquery core's flags (extension mode only).
     pub core_options: BTreeMap<String, String>,
+    /// The source could not be read at all (as opposed to holding an invalid config). osquery
+    /// core without a config plugin answers like this.
+    pub unavailable: bool,
 }
 
 impl ConfigSource {
@@ -42,6 +48,7 @@ impl ConfigSource {
                 raw: String::new(),
                 parsed: watchpost_config::parse("defaults", "{}"),
                 core_options: BTreeMap::new(),
+                unavailable: false,
             },
             ConfigSource::File(path) => {
                 let name = path.display().to_string();
@@ -50,30 +57,38 @@ impl ConfigSource {
                         parsed: watchpost_config::parse(&name, &text),
                         raw: text,
                         core_options: BTreeMap::new(),
+                        unavailable: false,
                     },
                     Err(e) => Fetched {
                         raw: String::new(),
                         parsed: Err(single_error(&name, format!("cannot read the config file: {e}"))),
                         core_options: BTreeMap::new(),
+                        unavailable: false,
                     },
                 }
             }
             ConfigSource::Osquery { socket, timeout } => {
-                let fetched = ManagerClient::connect(socket, *timeout).and_then(|mut client| {
-                    let options = client.options()?;
-                    let sources = client.gen_config()?;
-                    Ok((options, sources))
+                let core_options = ManagerClient::connect(socket, *timeout).and_then(|mut c| c.options());
+                let sources = ManagerClient::connect(socket, *timeout).and_then(|mut c| c.gen_config());
+                let core_options = core_options.unwrap_or_else(|e| {
+                    log::warn!("cannot read osquery core's flags: {e}");
+                    BTreeMap::new()
                 });
-                match fetched {
-                    Ok((core_options, sources)) => Fetched {
+                match sources {
+                    Ok(sources) => Fetched {
                         raw: sources.iter().map(|(k, v)| format!("{k}\n{v}\n")).collect(),
                         parsed: watchpost_config::parse_sources(&sources),
                         core_options,
+                        unavailable: false,
                     },
                     Err(e) => Fetched {
                         raw: String::new(),
-                        parsed: Err(single_error(socket, format!("cannot fetch the config from osquery core: {e}"))),
-                        core_options: BTreeMap::new(),
+                        parsed: Err(single_error(
+                            socket,
+                            format!("cannot fetch the config from osquery core: {e}"),
+                        )),
+                        core_options,
+                        unavailable: true,
                     },
                 }
             }

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use watchpost_catalog::{GenerateError, Op, QueryContext, ReadMode, Row, Table, TableKind, TableSource, Value};
+use watchpost_catalog::{
+    GenerateError, Op, QueryContext, ReadMode, Row, Table, TableKind, TableSource, Value,
+};
 use watchpost_sensors::SnapshotTable;
 use watchpost_store::{ReadQuery, Store};
 
@@ -66,8 +68,10 @@ impl Engine {
     }
 
     fn status_rows(&self) -> Result<Vec<Row>, GenerateError> {
-        let store = self.store.stats().map_err(|e| GenerateError::Internal(format!("store statistics: {e}")))?;
-        let sensors = self.sensors.lock().map_err(|_| GenerateError::Internal("sensor list poisoned".into()))?;
+        let store =
+            self.store.stats().map_err(|e| GenerateError::Internal(format!("store statistics: {e}")))?;
+        let sensors =
+            self.sensors.lock().map_err(|_| GenerateError::Internal("sensor list poisoned".into()))?;
         let snapshots: Vec<&'static str> = self.snapshots.keys().copied().collect();
         Ok(status::rows(&StatusInputs {
             sensors: &sensors,
@@ -100,7 +104,9 @@ impl TableSource for Engine {
 fn apply_constraints(table: &Table, context: &QueryContext, mut rows: Vec<Row>) -> Vec<Row> {
     for constraint in &context.constraints {
         let Some(index) = table.column_index(&constraint.column) else { continue };
-        rows.retain(|row| row.get(index).is_none_or(|value| satisfies(value, constraint.op, &constraint.expr)));
+        rows.retain(|row| {
+            row.get(index).is_none_or(|value| satisfies(value, constraint.op, &constraint.expr))
+        });
     }
     rows
 }

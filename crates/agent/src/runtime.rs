@@ -97,7 +97,16 @@ impl Agent {
     /// then starts the sensors.
     pub fn start(options: AgentOptions) -> Result<Agent, AgentError> {
         let fetched = options.config.fetch();
-        let config = fetched.parsed.map_err(AgentError::Config)?;
+        let config_error = Arc::new(ErrorSlot::default());
+        let config = match fetched.parsed {
+            Ok(config) => config,
+            // Nothing to read is not a bad config: run on defaults and keep asking.
+            Err(errors) if fetched.unavailable => {
+                config_error.record(format!("running on defaults until a config can be read:\n{errors}"));
+                Config::default()
+            }
+            Err(errors) => return Err(AgentError::Config(errors)),
+        };
         let filters = FilterSet::compile(&config.filters).map_err(|e| AgentError::Filters(e.to_string()))?;
         let limits = limits(&config, &fetched.core_options, &options);
         let store = Arc::new(Store::open(&options.data_dir.join("events.redb"), limits)?);
@@ -109,7 +118,6 @@ impl Agent {
             options.config.describe()
         );
         let (pipeline, writer) = Pipeline::start(filters, Arc::clone(&store))?;
-        let config_error = Arc::new(ErrorSlot::default());
         let engine = Arc::new(Engine::new(
             Arc::clone(&store),
             watchpost_sensors::platform_snapshots(),
@@ -122,7 +130,7 @@ impl Agent {
         let mut sensors = watchpost_sensors::platform_sensors(&config);
         let mut entries = Vec::new();
         for sensor in &mut sensors {
-            let health = Arc::new(SensorHealth::default());
+            let health = Arc::new(SensorHealth::new(sensor.name()));
             let context = SensorContext {
                 sink: Arc::clone(&pipeline) as Arc<dyn watchpost_sensors::EventSink>,
                 health: Arc::clone(&health),
@@ -247,8 +255,14 @@ impl Reloader {
         }
         let config = match fetched.parsed {
             Ok(config) => config,
+            Err(errors) if fetched.unavailable => {
+                self.config_error
+                    .record(format!("cannot read the config, the previous one stays in force:\n{errors}"));
+                return;
+            }
             Err(errors) => {
-                self.config_error.record(format!("config not applied, the previous one stays in force:\n{errors}"));
+                self.config_error
+                    .record(format!("config not applied, the previous one stays in force:\n{errors}"));
                 running.raw = fetched.raw;
                 return;
             }
@@ -256,7 +270,8 @@ impl Reloader {
         let filters = match FilterSet::compile(&config.filters) {
             Ok(filters) => filters,
             Err(e) => {
-                self.config_error.record(format!("filters not applied, the previous ones stay in force: {e}"));
+                self.config_error
+                    .record(format!("filters not applied, the previous ones stay in force: {e}"));
                 running.raw = fetched.raw;
                 return;
             }

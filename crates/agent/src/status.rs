@@ -20,11 +20,14 @@ pub fn unix_now() -> i64 {
 pub struct ErrorSlot(Mutex<Option<(i64, String)>>);
 
 impl ErrorSlot {
+    /// Keeps `message` as the last error; logs it unless it repeats the previous one (a
+    /// config that stays broken is retried every few seconds).
     pub fn record(&self, message: String) {
-        log::error!("{message}");
-        if let Ok(mut slot) = self.0.lock() {
-            *slot = Some((unix_now(), message));
+        let Ok(mut slot) = self.0.lock() else { return };
+        if slot.as_ref().is_none_or(|(_, previous)| *previous != message) {
+            log::error!("{message}");
         }
+        *slot = Some((unix_now(), message));
     }
 
     pub fn clear(&self) {
@@ -108,7 +111,12 @@ impl StatusRow {
 pub fn rows(inputs: &StatusInputs<'_>) -> Vec<Row> {
     let platform = Platform::current();
     let mut rows = Vec::new();
-    let mut config = StatusRow::new("config", "", if inputs.config_error.is_some() { "error" } else { "ok" }, inputs.config_source);
+    let mut config = StatusRow::new(
+        "config",
+        "",
+        if inputs.config_error.is_some() { "error" } else { "ok" },
+        inputs.config_source,
+    );
     config.error = inputs.config_error.clone();
     rows.push(config);
 
@@ -128,10 +136,13 @@ pub fn rows(inputs: &StatusInputs<'_>) -> Vec<Row> {
                         let health = sensor.health.snapshot();
                         let mut row = StatusRow::new(sensor.name, &table.name, &health.state, &health.mode);
                         row.lost = health.lost;
-                        row.error = health.last_error.map(|m| (health.last_error_time, m));
+                        row.error =
+                            health.last_error.map(|m| (health.last_error_time.unwrap_or_default(), m));
                         row
                     }
-                    None => StatusRow::new("", &table.name, "not_available", "no sensor on this platform yet"),
+                    None => {
+                        StatusRow::new("", &table.name, "not_available", "no sensor on this platform yet")
+                    }
                 };
                 row.captured = counters.captured.load(Ordering::Relaxed);
                 row.filtered = counters.filtered.load(Ordering::Relaxed);
@@ -151,8 +162,11 @@ pub fn rows(inputs: &StatusInputs<'_>) -> Vec<Row> {
             }
             TableKind::Snapshot => {
                 let available = inputs.snapshots.contains(&table.name.as_str());
-                let (state, mode) =
-                    if available { ("available", "computed at query time") } else { ("not_available", "no source on this platform yet") };
+                let (state, mode) = if available {
+                    ("available", "computed at query time")
+                } else {
+                    ("not_available", "no source on this platform yet")
+                };
                 rows.push(StatusRow::new("snapshot", &table.name, state, mode));
             }
             TableKind::Status => {}

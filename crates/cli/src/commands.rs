@@ -68,7 +68,19 @@ pub fn extension(socket: String, args: ExtensionArgs) -> Result<ExitCode> {
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
     let registry = plugin.registry();
-    let result = Extension::run(options, registry, plugin);
+    let result = Extension::start(options, registry, plugin).and_then(|extension| {
+        let stopper = extension.stopper();
+        // osqueryd stops extensions with SIGTERM when it exits without calling shutdown().
+        if let Err(e) = ctrlc::set_handler(move || stopper.stop()) {
+            log::warn!("no signal handler: {e}");
+        }
+        log::info!(
+            "registered with osquery core as extension {} at {}",
+            extension.uuid(),
+            extension.endpoint()
+        );
+        extension.wait()
+    });
     if let Some(api) = api {
         api.stop();
     }
@@ -76,6 +88,7 @@ pub fn extension(socket: String, args: ExtensionArgs) -> Result<ExitCode> {
     match result {
         Ok(StopReason::ShutdownRequested) => log::info!("osquery core asked us to shut down"),
         Ok(StopReason::CoreGone) => log::info!("osquery core went away; exiting"),
+        Ok(StopReason::Stopped) => log::info!("stopped by signal"),
         Err(e) => bail!("osquery extension: {e}"),
     }
     Ok(ExitCode::SUCCESS)

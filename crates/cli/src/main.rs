@@ -15,7 +15,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "watchpost", version, about = "Real-time event tables for osquery, with Sysmon-style filters")]
+#[command(
+    name = "watchpost",
+    version,
+    about = "Real-time event tables for osquery, with Sysmon-style filters"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
@@ -116,7 +120,9 @@ fn main() -> ExitCode {
         None => match cli.extension.socket.clone() {
             Some(socket) => commands::extension(socket, cli.extension),
             None => {
-                eprintln!("watchpost: give --socket PATH (extension mode) or a command; see `watchpost --help`");
+                eprintln!(
+                    "watchpost: give --socket PATH (extension mode) or a command; see `watchpost --help`"
+                );
                 return ExitCode::from(2);
             }
         },
@@ -125,7 +131,9 @@ fn main() -> ExitCode {
         Some(Command::Shell { config, verbose, store }) => shell::run(config, verbose, store),
         Some(Command::Tables { markdown }) => commands::tables(markdown),
         Some(Command::CheckConfig { file }) => commands::check_config(&file),
-        Some(Command::ExplainFilter { config, table, event }) => commands::explain_filter(&config, &table, &event),
+        Some(Command::ExplainFilter { config, table, event }) => {
+            commands::explain_filter(&config, &table, &event)
+        }
     };
     match result {
         Ok(code) => code,

@@ -28,7 +28,7 @@ pub fn print(result: &QueryResult, format: Format, out: &mut dyn Write) -> Resul
                 return Ok(());
             }
             let mut table = Table::new();
-            table.load_preset(presets::ASCII_FULL_CONDENSED);
+            table.load_style(presets::ASCII_FULL_CONDENSED);
             table.set_header(result.columns.clone());
             for row in &result.rows {
                 table.add_row(row.iter().map(cell_text).collect::<Vec<_>>());

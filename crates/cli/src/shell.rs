@@ -137,5 +137,7 @@ fn meta_command(line: &str, format: &mut Format) -> bool {
 }
 
 fn history_path() -> Option<PathBuf> {
-    std::env::var_os("HOME").or_else(|| std::env::var_os("USERPROFILE")).map(|home| PathBuf::from(home).join(".watchpost_history"))
+    std::env::var_os("HOME")
+        .or_else(|| std::env::var_os("USERPROFILE"))
+        .map(|home| PathBuf::from(home).join(".watchpost_history"))
 }

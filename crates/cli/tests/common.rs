@@ -30,7 +30,8 @@ pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Opt
 }
 
 pub fn append(path: &Path, text: &str) {
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open log for append");
+    let mut file =
+        std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open log for append");
     file.write_all(text.as_bytes()).expect("append");
 }
 
@@ -49,7 +50,8 @@ impl Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("app.log");
         let config_path = dir.path().join("osquery.conf");
-        std::fs::write(&config_path, config.replace("{LOG}", &log.display().to_string())).expect("write config");
+        std::fs::write(&config_path, config.replace("{LOG}", &log.display().to_string()))
+            .expect("write config");
         let socket = dir.path().join("query.sock").display().to_string();
         let mut daemon = Daemon { dir, child: None, socket, config: config_path, log };
         daemon.spawn();
@@ -86,7 +88,10 @@ impl Daemon {
     }
 
     pub fn query_raw(&self, sql: &str, format: &str) -> Output {
-        watchpost().args(["query", "--query-socket", &self.socket, "--format", format, sql]).output().expect("run watchpost query")
+        watchpost()
+            .args(["query", "--query-socket", &self.socket, "--format", format, sql])
+            .output()
+            .expect("run watchpost query")
     }
 
     /// Rows of `sql` as JSON objects; panics with the error text when the query fails.

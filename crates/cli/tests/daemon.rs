@@ -16,7 +16,10 @@ fn appended_log_lines_come_back_through_sql() {
     append(&daemon.log, "first line\nsecond line\n");
     let rows = daemon.wait_rows("SELECT logger_name, logger_watch_file, log_entry FROM win_logger_events", 2);
     let entries: Vec<String> = rows.iter().map(|r| text(r, "log_entry")).collect();
-    assert!(entries.contains(&"first line".to_string()) && entries.contains(&"second line".to_string()), "{entries:?}");
+    assert!(
+        entries.contains(&"first line".to_string()) && entries.contains(&"second line".to_string()),
+        "{entries:?}"
+    );
     assert!(rows.iter().all(|r| text(r, "logger_name") == "tail"));
     assert!(rows.iter().all(|r| text(r, "logger_watch_file") == daemon.log.display().to_string()));
 
@@ -50,14 +53,19 @@ fn sql_is_full_sqlite_and_errors_exit_non_zero() {
 
     let bad = daemon.query_raw("SELEC * FROM win_logger_events", "table");
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("syntax error"), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("syntax error"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
     let missing = daemon.query_raw("SELECT * FROM no_such_table", "table");
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no such table"));
 
     let csv = daemon.query_raw("SELECT log_entry FROM win_logger_events ORDER BY log_entry", "csv");
     assert_eq!(String::from_utf8_lossy(&csv.stdout), "log_entry\na 1\nb 2\nc 3\n");
-    let table = daemon.query_raw("SELECT log_entry FROM win_logger_events ORDER BY log_entry LIMIT 1", "table");
+    let table =
+        daemon.query_raw("SELECT log_entry FROM win_logger_events ORDER BY log_entry LIMIT 1", "table");
     let shown = String::from_utf8_lossy(&table.stdout);
     assert!(shown.contains("| log_entry |") && shown.contains("| a 1       |"), "{shown}");
 }
@@ -71,7 +79,8 @@ fn unread_events_survive_a_crash() {
     std::thread::sleep(Duration::from_millis(500));
     daemon.signal("KILL");
     daemon.spawn();
-    let rows = daemon.wait_rows("SELECT log_entry FROM win_logger_events WHERE log_entry LIKE 'survivor%'", 2);
+    let rows =
+        daemon.wait_rows("SELECT log_entry FROM win_logger_events WHERE log_entry LIKE 'survivor%'", 2);
     assert_eq!(rows.len(), 2);
 }
 
@@ -81,7 +90,10 @@ fn consumers_each_see_every_event_exactly_once() {
     append(&daemon.log, "e1\ne2\n");
     daemon.wait_rows("SELECT * FROM win_logger_events", 2);
     let siem = |d: &Daemon| -> Vec<String> {
-        d.rows("SELECT log_entry FROM win_logger_events WHERE consumer = 'siem'").iter().map(|r| text(r, "log_entry")).collect()
+        d.rows("SELECT log_entry FROM win_logger_events WHERE consumer = 'siem'")
+            .iter()
+            .map(|r| text(r, "log_entry"))
+            .collect()
     };
     assert_eq!(siem(&daemon), ["e1", "e2"]);
     assert!(siem(&daemon).is_empty(), "a consumer's second read only returns newer events");
@@ -105,7 +117,11 @@ fn drain_mode_deletes_what_it_returns() {
 
 #[test]
 fn status_reports_counts_and_evictions() {
-    let dir_config = logger_config(r#""options": {"events_max": 3},"#).replacen(r#""options": { "events_expiry": 3600, },"#, "", 1);
+    let dir_config = logger_config(r#""options": {"events_max": 3},"#).replacen(
+        r#""options": { "events_expiry": 3600, },"#,
+        "",
+        1,
+    );
     let daemon = Daemon::start(&dir_config);
     append(&daemon.log, "1\n2\n3\n4\n5\n");
     let status = wait_for(Duration::from_secs(20), || {

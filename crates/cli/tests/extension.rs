@@ -36,8 +36,9 @@ fn run_peer(dir: &Path, args: &[&str]) -> PeerRun {
         .output()
         .expect("run run_ext.sh");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let report = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("peer report is not JSON ({e}); rc {:?}; stderr:\n{stderr}", out.status.code()));
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("peer report is not JSON ({e}); rc {:?}; stderr:\n{stderr}", out.status.code())
+    });
     PeerRun { report, rc: out.status.code().unwrap_or(-1), stderr }
 }
 
@@ -53,14 +54,18 @@ fn every_table_registers_and_answers_without_warnings() {
     assert_eq!(run.report["warnings"], serde_json::json!([]), "{:#}", run.report["warnings"]);
     assert_eq!(run.report["errors"], serde_json::json!([]));
     let tables = run.report["tables"].as_object().expect("tables");
-    for name in ["win_logger_events", "win_mem_perf", "win_process_events", "win_socket_events", "watchpost_status"] {
+    for name in
+        ["win_logger_events", "win_mem_perf", "win_process_events", "win_socket_events", "watchpost_status"]
+    {
         assert!(tables.contains_key(name), "{name} not registered: {:?}", tables.keys());
     }
     assert!(!tables.contains_key("win_registry_events"), "windows-only table registered on linux");
     // Evented tables carry the EVENT_BASED attribute; eid/time/consumer are ADDITIONAL.
     let routes = run.report["registry"]["table"]["win_logger_events"].as_array().expect("routes");
     assert!(routes.iter().any(|r| r["id"] == "attributes" && r["attributes"] == "4"));
-    let op = |name: &str| routes.iter().find(|r| r["name"] == name).map(|r| r["op"].as_str().unwrap_or("").to_string());
+    let op = |name: &str| {
+        routes.iter().find(|r| r["name"] == name).map(|r| r["op"].as_str().unwrap_or("").to_string())
+    };
     assert_eq!(op("time").as_deref(), Some("20")); // HIDDEN | ADDITIONAL: the upstream table lacks it
     assert_eq!(op("consumer").as_deref(), Some("20"));
     assert_eq!(op("log_entry").as_deref(), Some("0"));
@@ -94,12 +99,23 @@ fn logger_lines_reach_osquery_through_generate() {
     let run = run_peer(
         dir.path(),
         &[
-            "--config", &conf_text, "--before-query", &append, "--settle", "2",
-            "--table", "win_logger_events", "--where", "time", ">=", "0",
+            "--config",
+            &conf_text,
+            "--before-query",
+            &append,
+            "--settle",
+            "2",
+            "--table",
+            "win_logger_events",
+            "--where",
+            "time",
+            ">=",
+            "0",
         ],
     );
     assert_eq!(run.rc, 0, "{:#}\n{}", run.report, run.stderr);
-    let entries: Vec<&str> = rows(&run, "win_logger_events").iter().filter_map(|r| r["log_entry"].as_str()).collect();
+    let entries: Vec<&str> =
+        rows(&run, "win_logger_events").iter().filter_map(|r| r["log_entry"].as_str()).collect();
     assert_eq!(entries, ["hello 1", "hello 2"], "{:#}", run.report);
     assert!(run.report["manager_calls"]["call"].as_u64().unwrap_or(0) >= 1, "config fetched with genConfig");
 }
@@ -114,12 +130,26 @@ fn events_max_comes_from_core_options_and_legacy_contexts_work() {
     let run = run_peer(
         dir.path(),
         &[
-            "--config", &conf_text, "--before-query", &append, "--settle", "2", "--option", "events_max=2",
-            "--legacy-context", "--table", "win_logger_events", "--where", "time", ">=", "0",
+            "--config",
+            &conf_text,
+            "--before-query",
+            &append,
+            "--settle",
+            "2",
+            "--option",
+            "events_max=2",
+            "--legacy-context",
+            "--table",
+            "win_logger_events",
+            "--where",
+            "time",
+            ">=",
+            "0",
         ],
     );
     assert_eq!(run.rc, 0, "{:#}\n{}", run.report, run.stderr);
-    let entries: Vec<&str> = rows(&run, "win_logger_events").iter().filter_map(|r| r["log_entry"].as_str()).collect();
+    let entries: Vec<&str> =
+        rows(&run, "win_logger_events").iter().filter_map(|r| r["log_entry"].as_str()).collect();
     assert_eq!(entries, ["hello b", "hello c"], "events_max=2 keeps the newest two");
 }
 
@@ -149,9 +179,9 @@ fn the_extension_exits_by_itself_when_core_goes_away() {
 
 #[test]
 fn a_refused_registration_is_reported_and_exits_non_zero() {
-    let venv = std::env::var("PEER_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/osquery-peer-venv"));
+    let venv = std::env::var("PEER_VENV").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/osquery-peer-venv")
+    });
     // Make sure the venv exists (run_ext.sh creates it on first use).
     let dir = tempfile::tempdir().expect("tempdir");
     let _ = run_peer(dir.path(), &["--table", "win_mem_perf"]);
@@ -161,7 +191,15 @@ fn a_refused_registration_is_reported_and_exits_non_zero() {
     let socket = dir.path().join("core.em");
     let mut core = Command::new(&python)
         .arg(peer_dir().join("fake_core.py"))
-        .args(["--socket", &socket.display().to_string(), "--no-shutdown", "--linger", "10", "--table", "win_mem_perf"])
+        .args([
+            "--socket",
+            &socket.display().to_string(),
+            "--no-shutdown",
+            "--linger",
+            "10",
+            "--table",
+            "win_mem_perf",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
