@@ -2,7 +2,7 @@
 # Builds the crates that must work on Windows for x86_64-pc-windows-gnu and runs their tests
 # under Wine; fails if any test fails. Runs scripts/windows-setup.sh first.
 #
-#   scripts/test-windows.sh                          # watchpost-catalog and watchpost-ipc
+#   scripts/test-windows.sh                          # every crate of the workspace
 #   scripts/test-windows.sh watchpost-ipc            # bare names become -p NAME
 #   scripts/test-windows.sh -p watchpost-ipc -- --nocapture   # anything else goes to cargo test
 set -euo pipefail
@@ -21,7 +21,7 @@ for arg in "$@"; do
   [ "$arg" = -- ] && after_separator=true
   previous="$arg"
 done
-[ ${#args[@]} -gt 0 ] || args=(-p watchpost-catalog -p watchpost-ipc)
+[ ${#args[@]} -gt 0 ] || args=(--workspace)
 
 # shellcheck source-path=SCRIPTDIR source=windows/wine-env.sh
 source scripts/windows/wine-env.sh
