@@ -9,7 +9,7 @@ scripts/setup.sh
 echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo clippy --workspace --exclude watchpost --all-targets --locked --target x86_64-pc-windows-gnu -- -D warnings
+cargo clippy --workspace --all-targets --locked --target x86_64-pc-windows-gnu -- -D warnings
 
 echo "== Linux tests"
 cargo test --workspace --locked
