@@ -17,8 +17,12 @@ use watchpost_osquery::{Extension, ExtensionOptions, StopReason};
 use crate::output::{self, Format};
 use crate::{ExtensionArgs, StoreArgs};
 
+/// Logs go to stderr; `RUST_LOG` overrides the level.
 pub fn init_logging(verbose: bool) {
-    let level = if verbose { "debug" } else { "info" };
+    init_logging_at(if verbose { "debug" } else { "info" });
+}
+
+pub fn init_logging_at(level: &str) {
     let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format_target(false)
         .try_init();

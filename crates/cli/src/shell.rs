@@ -13,7 +13,7 @@ use watchpost_catalog::{Platform, catalog};
 use watchpost_sql::SqlHost;
 
 use crate::StoreArgs;
-use crate::commands::{agent_options, init_logging};
+use crate::commands::{agent_options, init_logging_at};
 use crate::output::{self, Format};
 
 enum Backend {
@@ -49,7 +49,8 @@ pub fn run(config: Option<PathBuf>, verbose: bool, store: StoreArgs) -> Result<E
             Backend::Daemon(client)
         }
         Err(_) => {
-            init_logging(verbose);
+            // The shell's own output is the point: agent logs only when asked for.
+            init_logging_at(if verbose { "debug" } else { "warn" });
             let source = config.map_or(ConfigSource::None, ConfigSource::File);
             let agent = Agent::start(agent_options(source, &store))?;
             let host = SqlHost::new(Agent::tables(), agent.engine())?;
