@@ -72,7 +72,8 @@ impl Engine {
             self.store.stats().map_err(|e| GenerateError::Internal(format!("store statistics: {e}")))?;
         let sensors =
             self.sensors.lock().map_err(|_| GenerateError::Internal("sensor list poisoned".into()))?;
-        let snapshots: Vec<&'static str> = self.snapshots.keys().copied().collect();
+        let snapshots: Vec<(&'static str, Result<(), String>)> =
+            self.snapshots.iter().map(|(name, source)| (*name, source.availability())).collect();
         Ok(status::rows(&StatusInputs {
             sensors: &sensors,
             snapshots: &snapshots,

@@ -32,6 +32,13 @@ impl TablePlugin for CatalogPlugin {
     fn generate(&self, table: &str, context: &QueryContext) -> Result<Vec<BTreeMap<String, String>>, String> {
         let table = self.tables.get(table).ok_or_else(|| format!("no such table: {table}"))?;
         let rows = self.source.generate(table, context).map_err(|e| e.to_string())?;
+        // Core sends `colsUsed` (every column the query names anywhere, WHERE included):
+        // the others would be encoded, sent and decoded for nothing.
+        let wanted: Vec<bool> = table
+            .columns
+            .iter()
+            .map(|c| context.columns_used.as_ref().is_none_or(|used| used.iter().any(|u| *u == c.name)))
+            .collect();
         Ok(rows
             .into_iter()
             .map(|row| {
@@ -39,7 +46,11 @@ impl TablePlugin for CatalogPlugin {
                     .columns
                     .iter()
                     .zip(row)
-                    .filter_map(|(column, value)| value.to_text().map(|text| (column.name.clone(), text)))
+                    .zip(&wanted)
+                    .filter(|(_, wanted)| **wanted)
+                    .filter_map(|((column, value), _)| {
+                        value.into_text().map(|text| (column.name.clone(), text))
+                    })
                     .collect()
             })
             .collect())

@@ -51,7 +51,8 @@ pub struct SensorEntry {
 /// Everything the status rows are computed from.
 pub struct StatusInputs<'a> {
     pub sensors: &'a [SensorEntry],
-    pub snapshots: &'a [&'static str],
+    /// Snapshot tables with a source on this platform, and whether it can answer here.
+    pub snapshots: &'a [(&'static str, Result<(), String>)],
     pub pipeline: &'a PipelineStats,
     pub store: &'a [TableStats],
     pub config_error: Option<(i64, String)>,
@@ -161,13 +162,29 @@ pub fn rows(inputs: &StatusInputs<'_>) -> Vec<Row> {
                 rows.push(row);
             }
             TableKind::Snapshot => {
-                let available = inputs.snapshots.contains(&table.name.as_str());
-                let (state, mode) = if available {
-                    ("available", "computed at query time")
-                } else {
-                    ("not_available", "no source on this platform yet")
+                let source = inputs.snapshots.iter().find(|(name, _)| *name == table.name);
+                let row = match source {
+                    Some((_, Ok(()))) => {
+                        StatusRow::new("snapshot", &table.name, "available", "computed at query time")
+                    }
+                    Some((_, Err(reason))) => {
+                        let mut row = StatusRow::new(
+                            "snapshot",
+                            &table.name,
+                            "not_available",
+                            "computed at query time",
+                        );
+                        row.error = Some((0, reason.clone()));
+                        row
+                    }
+                    None => StatusRow::new(
+                        "snapshot",
+                        &table.name,
+                        "not_available",
+                        "no source on this platform yet",
+                    ),
                 };
-                rows.push(StatusRow::new("snapshot", &table.name, state, mode));
+                rows.push(row);
             }
             TableKind::Status => {}
         }

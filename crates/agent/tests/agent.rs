@@ -149,3 +149,26 @@ fn snapshot_and_status_tables_answer_through_sql() {
     drop(host);
     agent.stop();
 }
+
+#[test]
+fn the_osquery_adapter_sends_only_the_columns_core_uses() {
+    use watchpost_agent::extension::CatalogPlugin;
+    use watchpost_catalog::QueryContext;
+    use watchpost_osquery::TablePlugin;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent = Agent::start(options(dir.path(), ConfigSource::None)).expect("agent");
+    let plugin = CatalogPlugin::new(Agent::tables(), agent.engine());
+    let every = plugin.generate("win_mem_perf", &QueryContext::default()).expect("generate");
+    assert_eq!(every[0].len(), 8, "all columns without colsUsed: {:?}", every[0]);
+    let context = QueryContext {
+        columns_used: Some(vec!["total_physical".into(), "physical_memory_load".into()]),
+        ..Default::default()
+    };
+    let some = plugin.generate("win_mem_perf", &context).expect("generate");
+    let keys: Vec<&String> = some[0].keys().collect();
+    assert_eq!(keys, ["physical_memory_load", "total_physical"]);
+    let unknown = plugin.generate("no_such_table", &QueryContext::default()).expect_err("unknown table");
+    assert!(unknown.contains("no such table"), "{unknown}");
+    agent.stop();
+}

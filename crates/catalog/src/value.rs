@@ -25,6 +25,14 @@ impl Value {
         }
     }
 
+    /// Like [`Value::to_text`], without copying text.
+    pub fn into_text(self) -> Option<String> {
+        match self {
+            Value::Text(s) => Some(s),
+            other => other.to_text(),
+        }
+    }
+
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::Text(s) => Some(s),

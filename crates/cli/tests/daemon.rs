@@ -174,3 +174,20 @@ fn check_config_explains_and_rejects_with_positions() {
     assert!(stderr.contains("bad.conf:3:"), "{stderr}");
     assert!(stderr.contains("cmdline"), "lists the filterable columns: {stderr}");
 }
+
+#[test]
+fn status_says_why_a_computed_table_has_no_rows() {
+    let daemon = Daemon::start(&logger_config(""));
+    let rows =
+        daemon.rows("SELECT table_name, state, last_error FROM watchpost_status WHERE sensor = 'snapshot'");
+    let row = |name: &str| rows.iter().find(|r| text(r, "table_name") == name).cloned();
+    let memory = row("win_mem_perf").expect("win_mem_perf row");
+    assert_eq!(text(&memory, "state"), "available");
+    // No machine here has /dev/cpu/N/msr; where one does, the row is available instead.
+    let msr = row("win_msr").expect("win_msr row");
+    if !std::path::Path::new("/dev/cpu/0/msr").exists() {
+        assert_eq!(text(&msr, "state"), "not_available");
+        assert!(text(&msr, "last_error").contains("msr"), "{msr:?}");
+        assert!(daemon.rows("SELECT * FROM win_msr").is_empty());
+    }
+}

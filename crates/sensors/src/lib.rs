@@ -6,9 +6,13 @@
 //! [`SensorContext`], and reports its health through a shared [`SensorHealth`]. A
 //! [`SnapshotTable`] computes its rows on demand.
 //!
-//! Portable sensors live in `common/` (the log tailer behind `win_logger_events`), platform ones
-//! in `linux/` and `windows/` (`win_mem_perf`). [`platform_sensors`] and [`platform_snapshots`]
-//! list what this build offers.
+//! Portable sensors and the platform-independent halves of the others (decoders, scorers, data
+//! tables) live in `common/`: the log tailer behind `win_logger_events`, MSR decoding, the
+//! endpoint-protection product list, PowerShell log parsing and obfuscation scoring, uevent
+//! decoding. Platform code lives in `linux/` (`win_mem_perf`, `win_process_handles`,
+//! `win_process_perf`, `win_msr`, `win_epp_table`, `win_obfuscated_ps`, and the
+//! `win_removable_media_events` sensor) and `windows/` (`win_mem_perf`). [`platform_sensors`]
+//! and [`platform_snapshots`] list what this build offers.
 
 use std::fmt;
 use std::sync::Arc;
@@ -158,6 +162,8 @@ pub enum SensorError {
     BadPattern { path: String, reason: String },
     #[error("could not start the {sensor} thread: {source}")]
     Spawn { sensor: &'static str, source: std::io::Error },
+    #[error("the {sensor} sensor cannot get its events: {reason}")]
+    Source { sensor: &'static str, reason: String },
     #[error("the {sensor} thread has exited; restart the sensor")]
     ThreadGone { sensor: &'static str },
 }
@@ -179,6 +185,11 @@ pub trait Sensor: Send {
 pub trait SnapshotTable: Send + Sync {
     fn table(&self) -> &'static str;
     fn generate(&self, context: &QueryContext) -> Result<Vec<Row>, GenerateError>;
+    /// Whether the table can produce rows on this host; `Err(reason)` says what is missing
+    /// (e.g. a device or a privilege) for the status table. `generate` then returns no rows.
+    fn availability(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The catalog entry of a table a sensor of this crate serves.
@@ -195,9 +206,28 @@ pub(crate) fn column_index(
     table.column_index(column).ok_or(SensorError::MissingColumn { table: table_name, column })
 }
 
+/// The catalog entry of snapshot table `table_name` and the positions of `names` in it, for
+/// building rows; a missing table or column is a build inconsistency.
+pub(crate) fn snapshot_columns<const N: usize>(
+    table_name: &'static str,
+    names: [&'static str; N],
+) -> Result<(&'static Table, [usize; N]), GenerateError> {
+    let internal = |e: SensorError| GenerateError::Internal(e.to_string());
+    let table = catalog_table(table_name).map_err(internal)?;
+    let mut positions = [0; N];
+    for (slot, name) in positions.iter_mut().zip(names) {
+        *slot = column_index(table, table_name, name).map_err(internal)?;
+    }
+    Ok((table, positions))
+}
+
 /// The sensors this platform has, configured from `config`.
 pub fn platform_sensors(config: &watchpost_config::Config) -> Vec<Box<dyn Sensor>> {
-    vec![Box::new(TailSensor::from_config(config))]
+    #[allow(unused_mut)] // Only Linux adds more.
+    let mut sensors: Vec<Box<dyn Sensor>> = vec![Box::new(TailSensor::from_config(config))];
+    #[cfg(target_os = "linux")]
+    sensors.push(Box::new(linux::removable_media::RemovableMediaSensor::default()));
+    sensors
 }
 
 /// The snapshot tables this platform has.
@@ -206,7 +236,17 @@ pub fn platform_snapshots() -> Vec<Box<dyn SnapshotTable>> {
     let mem_perf = linux::mem_perf::MemPerf;
     #[cfg(windows)]
     let mem_perf = windows::mem_perf::MemPerf;
-    vec![Box::new(mem_perf)]
+    #[allow(unused_mut)] // Only Linux adds more.
+    let mut tables: Vec<Box<dyn SnapshotTable>> = vec![Box::new(mem_perf)];
+    #[cfg(target_os = "linux")]
+    tables.extend([
+        Box::new(linux::process_handles::ProcessHandles::default()) as Box<dyn SnapshotTable>,
+        Box::new(linux::process_perf::ProcessPerf::default()),
+        Box::new(linux::msr::MsrTable::default()),
+        Box::new(linux::epp::EppTable::default()),
+        Box::new(linux::obfuscated_ps::ObfuscatedPs::default()),
+    ]);
+    tables
 }
 
 #[cfg(test)]
@@ -234,10 +274,26 @@ mod tests {
     fn platform_lists_the_tail_sensor_and_mem_perf() {
         let sensors = platform_sensors(&watchpost_config::Config::default());
         let names: Vec<&str> = sensors.iter().map(|s| s.name()).collect();
+        #[cfg(target_os = "linux")]
+        assert_eq!(names, ["tail", "removable_media"]);
+        #[cfg(windows)]
         assert_eq!(names, ["tail"]);
         assert_eq!(sensors[0].tables(), ["win_logger_events"]);
         let snapshots = platform_snapshots();
         let tables: Vec<&str> = snapshots.iter().map(|s| s.table()).collect();
+        #[cfg(target_os = "linux")]
+        assert_eq!(
+            tables,
+            [
+                "win_mem_perf",
+                "win_process_handles",
+                "win_process_perf",
+                "win_msr",
+                "win_epp_table",
+                "win_obfuscated_ps"
+            ]
+        );
+        #[cfg(windows)]
         assert_eq!(tables, ["win_mem_perf"]);
     }
 }
