@@ -9,6 +9,7 @@ packages=(
   build-essential pkg-config make python3 python3-venv   # build, osquery test peer
   clang libelf-dev zlib1g-dev                            # BPF sensors (libbpf-rs)
   dnsmasq-base                                           # loopback DNS server for network tests
+  clamav                                                 # a real endpoint-protection product for win_epp_table tests
   gcc-mingw-w64-x86-64-posix wine64                      # Windows cross-build and tests
 )
 missing=()
