@@ -191,3 +191,41 @@ fn status_says_why_a_computed_table_has_no_rows() {
         assert!(daemon.rows("SELECT * FROM win_msr").is_empty());
     }
 }
+
+#[test]
+fn a_changed_config_applies_without_a_restart() {
+    let daemon = Daemon::start(&logger_config(""));
+    append(&daemon.log, "from the first file\n");
+    daemon.wait_rows("SELECT * FROM win_logger_events", 1);
+    let second = daemon.dir.path().join("second.log");
+    let two_files = std::fs::read_to_string(&daemon.config).expect("read config").replace(
+        r#"{ "watch_file_path": "#,
+        &format!(
+            r#"{{ "watch_file_path": "{}", "file_regex_pattern": ["wanted.*"] }}, {{ "watch_file_path": "#,
+            second.display()
+        ),
+    );
+    std::fs::write(&daemon.config, two_files).expect("rewrite config");
+    // The new file is watched once the reload happened; keep writing until a line arrives.
+    let arrived = wait_for(Duration::from_secs(20), || {
+        append(&second, "wanted line\nunwanted line\n");
+        let rows = daemon.rows(&format!(
+            "SELECT log_entry FROM win_logger_events WHERE logger_watch_file = '{}'",
+            second.display()
+        ));
+        (!rows.is_empty()).then_some(rows)
+    })
+    .unwrap_or_else(|| panic!("the second file was never watched:\n{}", daemon.stderr()));
+    assert!(arrived.iter().all(|r| text(r, "log_entry") == "wanted line"), "{arrived:?}");
+    // The first file's position survived the reload: no line is reported twice.
+    append(&daemon.log, "after the reload\n");
+    let first = daemon.wait_rows(
+        &format!(
+            "SELECT log_entry FROM win_logger_events WHERE logger_watch_file = '{}'",
+            daemon.log.display()
+        ),
+        2,
+    );
+    let entries: Vec<String> = first.iter().map(|r| text(r, "log_entry")).collect();
+    assert_eq!(entries, ["from the first file", "after the reload"]);
+}
