@@ -44,13 +44,18 @@ fn process_perf_reports_a_child_process() {
 
 #[test]
 fn endpoint_protection_lists_clamav_when_installed() {
-    if !std::path::Path::new("/usr/bin/clamscan").exists() && !std::path::Path::new("/usr/sbin/clamd").exists() {
+    if !std::path::Path::new("/usr/bin/clamscan").exists()
+        && !std::path::Path::new("/usr/sbin/clamd").exists()
+    {
         eprintln!("SKIPPED: ClamAV is not installed (scripts/setup.sh installs it)");
         return;
     }
     let daemon = Daemon::start(&logger_config(""));
     let rows = daemon.rows("SELECT product_name, product_state, product_signatures FROM win_epp_table");
-    let clam = rows.iter().find(|r| text(r, "product_name").contains("ClamAV")).unwrap_or_else(|| panic!("{rows:?}"));
+    let clam = rows
+        .iter()
+        .find(|r| text(r, "product_name").contains("ClamAV"))
+        .unwrap_or_else(|| panic!("{rows:?}"));
     assert!(["On", "Off"].contains(&text(clam, "product_state").as_str()), "{clam:?}");
     assert!(["Up-to-date", "Out-of-date"].contains(&text(clam, "product_signatures").as_str()), "{clam:?}");
 }

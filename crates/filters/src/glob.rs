@@ -1,14 +1,17 @@
-//! Case-insensitive `*`/`?` patterns, the inside of the filter stage.
+//! The plain matcher for case-insensitive `*`/`?` patterns: one pattern at a time.
+//!
+//! This is the reference the compiled matcher (`compiled.rs`) is tested against, the fallback for
+//! a pattern list too large for the automata, and what `explain` uses to name the first value (in
+//! config order) that matches. It also defines how patterns are tokenized and case-folded, which
+//! the compiled matcher shares.
 //!
 //! Hand-written rather than taken from a glob crate: the filter values are Windows paths and
 //! command lines, where `\` must be an ordinary character, but the common glob crates treat `\`
-//! as an escape (or give `/` and `[` meanings the original extension never had). The matcher is
-//! reached only through [`PatternList`], so a compiled multi-pattern matcher can replace it
-//! without touching the filter logic.
+//! as an escape (or give `/` and `[` meanings the original extension never had).
 
 /// One element of a pattern, already case-folded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Token {
+pub(crate) enum Token {
     Literal(char),
     /// `?`: exactly one character.
     AnyOne,
@@ -18,12 +21,12 @@ enum Token {
 
 /// A compiled filter value.
 #[derive(Clone, Debug)]
-struct Glob {
+pub(crate) struct Glob {
     tokens: Vec<Token>,
 }
 
 impl Glob {
-    fn new(pattern: &str) -> Glob {
+    pub(crate) fn new(pattern: &str) -> Glob {
         let mut tokens: Vec<Token> = Vec::with_capacity(pattern.len());
         for c in pattern.chars() {
             match c {
@@ -37,10 +40,14 @@ impl Glob {
         Glob { tokens }
     }
 
+    pub(crate) fn tokens(&self) -> &[Token] {
+        &self.tokens
+    }
+
     /// Whether the whole (folded) `text` matches. Classic wildcard matching: on a mismatch,
     /// retry from the last `*` with it swallowing one more character. Remembering only the last
     /// star suffices because a later star can absorb whatever an earlier one would have.
-    fn matches<U: Unit>(&self, text: &[U]) -> bool {
+    pub(crate) fn matches<U: Unit>(&self, text: &[U]) -> bool {
         let tokens = &self.tokens;
         let (mut p, mut t) = (0, 0);
         // (token after the star, text position the star's run ends at)
@@ -78,7 +85,7 @@ impl Glob {
 }
 
 /// A character of the text being matched, folded to lower case.
-trait Unit: Copy {
+pub(crate) trait Unit: Copy {
     fn folded(self) -> char;
 }
 
@@ -89,7 +96,7 @@ impl Unit for u8 {
     }
 }
 
-/// Non-ASCII text is folded into a `Vec<char>` up front.
+/// Non-ASCII text is folded into a `Vec<char>` up front (or is already folded).
 impl Unit for char {
     fn folded(self) -> char {
         self
@@ -115,8 +122,16 @@ impl FoldedText<'_> {
     }
 }
 
-/// The values of one filter (one column's include or exclude list). The seam: replace the
-/// inside with a compiled multi-pattern matcher, keep `first_match`.
+/// `text` case-folded as patterns and [`FoldedText`] are: each character replaced by its Unicode
+/// lower case.
+pub(crate) fn fold(text: &str) -> String {
+    // Lower case is as long as the text but for a few letters (`İ`, `Ⱥ`): one allocation.
+    let mut folded = String::with_capacity(text.len() + 8);
+    folded.extend(text.chars().flat_map(char::to_lowercase));
+    folded
+}
+
+/// The values of one filter (one column's include or exclude list), matched one after the other.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct PatternList {
     globs: Vec<Glob>,
@@ -125,10 +140,6 @@ pub(crate) struct PatternList {
 impl PatternList {
     pub(crate) fn new<'p>(patterns: impl IntoIterator<Item = &'p str>) -> PatternList {
         PatternList { globs: patterns.into_iter().map(Glob::new).collect() }
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.globs.is_empty()
     }
 
     /// Index of the first pattern that matches the whole text.

@@ -12,8 +12,12 @@
 //! - numbers match as their decimal text (`443`);
 //! - NULL (an absent value) is matched as the empty string: `*` and `""` match it, nothing else.
 //!
-//! A [`FilterSet`] is built once per config and shared by the sensor threads.
+//! A [`FilterSet`] is built once per config and shared by the sensor threads. Each column's
+//! include and exclude lists are compiled into automata (see `compiled.rs`) so that an event is
+//! tested against all values of a list at once; `explain` additionally names the first value, in
+//! config order, that matched.
 
+mod compiled;
 mod glob;
 
 use std::fmt::{self, Write};
@@ -21,6 +25,7 @@ use std::fmt::{self, Write};
 use watchpost_catalog::{Event, Table, TableId, Value, catalog};
 use watchpost_config::{FilterSpec, FilterValue};
 
+use compiled::CompiledList;
 use glob::{FoldedText, PatternList};
 
 /// Whether an event is recorded.
@@ -60,8 +65,8 @@ struct ColumnMatcher {
     name: String,
     /// Position in the catalog table's columns (and so in `Event::values`).
     index: usize,
-    include: PatternList,
-    exclude: PatternList,
+    include: CompiledList,
+    exclude: CompiledList,
     /// The values as written, for explanations.
     include_values: Vec<FilterValue>,
     exclude_values: Vec<FilterValue>,
@@ -184,8 +189,8 @@ impl FilterSet {
                         matcher.columns.push(ColumnMatcher {
                             name: column_spec.column.clone(),
                             index,
-                            include: PatternList::default(),
-                            exclude: PatternList::default(),
+                            include: CompiledList::default(),
+                            exclude: CompiledList::default(),
                             include_values: Vec::new(),
                             exclude_values: Vec::new(),
                         });
@@ -201,8 +206,8 @@ impl FilterSet {
             // Columns with no values at all would only cost time on the hot path.
             matcher.columns.retain(|c| !c.include_values.is_empty() || !c.exclude_values.is_empty());
             for column in &mut matcher.columns {
-                column.include = PatternList::new(column.include_values.iter().map(|v| v.text.as_str()));
-                column.exclude = PatternList::new(column.exclude_values.iter().map(|v| v.text.as_str()));
+                column.include = CompiledList::new(column.include_values.iter().map(|v| v.text.as_str()));
+                column.exclude = CompiledList::new(column.exclude_values.iter().map(|v| v.text.as_str()));
             }
             matcher.has_include = matcher.columns.iter().any(|c| !c.include.is_empty());
         }
@@ -249,7 +254,11 @@ impl FilterSet {
                     FilterKind::Exclude => &column.exclude_values,
                 };
                 let text = row[column.index].to_text().unwrap_or_default();
-                let m = Match { column: column.name.clone(), kind, value: values[value].clone(), text };
+                // The automata report some matching value; name the first one in config order.
+                let first = PatternList::new(values.iter().map(|v| v.text.as_str()))
+                    .first_match(&FoldedText::new(&text));
+                let value = values[first.unwrap_or(value)].clone();
+                let m = Match { column: column.name.clone(), kind, value, text };
                 match kind {
                     FilterKind::Include => Reason::Included(m),
                     FilterKind::Exclude => Reason::Excluded(m),
@@ -278,12 +287,19 @@ fn decide(matcher: &TableMatcher, values: &[Value]) -> Decision {
     for (position, column) in matcher.columns.iter().enumerate() {
         let value = values.get(column.index).unwrap_or(&Value::Null);
         let decision = with_text(value, |text| {
-            let folded = FoldedText::new(text);
-            if let Some(value) = column.exclude.first_match(&folded) {
+            // The compiled lists take ASCII text as it is and anything else folded.
+            let folded;
+            let text = if text.is_ascii() {
+                text
+            } else {
+                folded = glob::fold(text);
+                folded.as_str()
+            };
+            if let Some(value) = column.exclude.find(text) {
                 return Some(Decision::Matched { column: position, kind: FilterKind::Exclude, value });
             }
             if included.is_none()
-                && let Some(value) = column.include.first_match(&folded)
+                && let Some(value) = column.include.find(text)
             {
                 included = Some(Decision::Matched { column: position, kind: FilterKind::Include, value });
             }
