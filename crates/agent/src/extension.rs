@@ -37,7 +37,7 @@ impl TablePlugin for CatalogPlugin {
         let wanted: Vec<bool> = table
             .columns
             .iter()
-            .map(|c| context.columns_used.as_ref().is_none_or(|used| used.iter().any(|u| *u == c.name)))
+            .map(|c| context.columns_used.as_ref().is_none_or(|used| used.contains(&c.name)))
             .collect();
         Ok(rows
             .into_iter()
