@@ -89,68 +89,37 @@ fn logger_conf(dir: &Path) -> PathBuf {
     conf
 }
 
+/// Runs the peer on `win_logger_events` with core serving `logger_conf` through genConfig and
+/// `printf LINES >> app.log` as the activity; returns the run and the `log_entry` values.
+fn logger_run(lines: &str, extra: &[&str]) -> (PeerRun, Vec<String>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = logger_conf(dir.path()).display().to_string();
+    let append = format!("printf '{lines}' >> {}", dir.path().join("app.log").display());
+    let mut args =
+        vec!["--config", &conf, "--before-query", &append, "--settle", "2", "--table", "win_logger_events"];
+    args.extend(["--where", "time", ">=", "0"]);
+    args.extend(extra);
+    let run = run_peer(dir.path(), &args);
+    assert_eq!(run.rc, 0, "{:#}\n{}", run.report, run.stderr);
+    let entries = rows(&run, "win_logger_events")
+        .iter()
+        .filter_map(|r| r["log_entry"].as_str().map(String::from))
+        .collect();
+    (run, entries)
+}
+
 #[test]
 fn logger_lines_reach_osquery_through_generate() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let conf = logger_conf(dir.path());
-    let log = dir.path().join("app.log");
-    let append = format!("printf 'hello 1\\nskipped\\nhello 2\\n' >> {}", log.display());
-    let conf_text = conf.display().to_string();
-    let run = run_peer(
-        dir.path(),
-        &[
-            "--config",
-            &conf_text,
-            "--before-query",
-            &append,
-            "--settle",
-            "2",
-            "--table",
-            "win_logger_events",
-            "--where",
-            "time",
-            ">=",
-            "0",
-        ],
-    );
-    assert_eq!(run.rc, 0, "{:#}\n{}", run.report, run.stderr);
-    let entries: Vec<&str> =
-        rows(&run, "win_logger_events").iter().filter_map(|r| r["log_entry"].as_str()).collect();
+    let (run, entries) = logger_run("hello 1\\nskipped\\nhello 2\\n", &[]);
     assert_eq!(entries, ["hello 1", "hello 2"], "{:#}", run.report);
     assert!(run.report["manager_calls"]["call"].as_u64().unwrap_or(0) >= 1, "config fetched with genConfig");
 }
 
 #[test]
 fn events_max_comes_from_core_options_and_legacy_contexts_work() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let conf = logger_conf(dir.path());
-    let log = dir.path().join("app.log");
-    let append = format!("printf 'hello a\\nhello b\\nhello c\\n' >> {}", log.display());
-    let conf_text = conf.display().to_string();
-    let run = run_peer(
-        dir.path(),
-        &[
-            "--config",
-            &conf_text,
-            "--before-query",
-            &append,
-            "--settle",
-            "2",
-            "--option",
-            "events_max=2",
-            "--legacy-context",
-            "--table",
-            "win_logger_events",
-            "--where",
-            "time",
-            ">=",
-            "0",
-        ],
-    );
-    assert_eq!(run.rc, 0, "{:#}\n{}", run.report, run.stderr);
-    let entries: Vec<&str> =
-        rows(&run, "win_logger_events").iter().filter_map(|r| r["log_entry"].as_str()).collect();
-    assert_eq!(entries, ["hello b", "hello c"], "events_max=2 keeps the newest two");
+    let (run, entries) =
+        logger_run("hello a\\nhello b\\nhello c\\n", &["--option", "events_max=2", "--legacy-context"]);
+    assert_eq!(entries, ["hello b", "hello c"], "events_max=2 keeps the newest two: {:#}", run.report);
 }
 
 #[test]

@@ -10,8 +10,10 @@
 //! tables) live in `common/`: the log tailer behind `win_logger_events`, MSR decoding, the
 //! endpoint-protection product list, PowerShell log parsing and obfuscation scoring, uevent
 //! decoding. Platform code lives in `linux/` (`win_mem_perf`, `win_process_handles`,
-//! `win_process_perf`, `win_msr`, `win_epp_table`, `win_obfuscated_ps`, and the
-//! `win_removable_media_events` sensor) and `windows/` (`win_mem_perf`). [`platform_sensors`]
+//! `win_process_perf`, `win_msr`, `win_epp_table`, `win_obfuscated_ps`, the
+//! `win_removable_media_events` sensor, the BPF `process` sensor behind `win_process_events`
+//! with the shared process cache, and the BPF `process_access` sensor behind
+//! `win_process_open_events` and `win_remote_thread_events`) and `windows/` (`win_mem_perf`). [`platform_sensors`]
 //! and [`platform_snapshots`] list what this build offers.
 
 use std::fmt;
@@ -226,7 +228,11 @@ pub fn platform_sensors(config: &watchpost_config::Config) -> Vec<Box<dyn Sensor
     #[allow(unused_mut)] // Only Linux adds more.
     let mut sensors: Vec<Box<dyn Sensor>> = vec![Box::new(TailSensor::from_config(config))];
     #[cfg(target_os = "linux")]
-    sensors.push(Box::new(linux::removable_media::RemovableMediaSensor::default()));
+    sensors.extend([
+        Box::new(linux::removable_media::RemovableMediaSensor::default()) as Box<dyn Sensor>,
+        Box::new(linux::process_events::ProcessSensor::default()),
+        Box::new(linux::process_access::ProcessAccessSensor::default()),
+    ]);
     sensors
 }
 
@@ -275,7 +281,7 @@ mod tests {
         let sensors = platform_sensors(&watchpost_config::Config::default());
         let names: Vec<&str> = sensors.iter().map(|s| s.name()).collect();
         #[cfg(target_os = "linux")]
-        assert_eq!(names, ["tail", "removable_media"]);
+        assert_eq!(names, ["tail", "removable_media", "process", "process_access"]);
         #[cfg(windows)]
         assert_eq!(names, ["tail"]);
         assert_eq!(sensors[0].tables(), ["win_logger_events"]);

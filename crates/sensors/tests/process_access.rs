@@ -1,0 +1,182 @@
+//! The process access sensor end to end (Linux, as root): a Python helper (ctypes) attaches to
+//! a `sleep` child with ptrace, writes a word of its code back unchanged with PTRACE_POKETEXT,
+//! and reads and rewrites bytes of its libc data with process_vm_readv/writev. The rows must
+//! name the helper, the target, the access and the module written to. The process sensor runs
+//! alongside on the same process cache, as in the agent.
+#![cfg(target_os = "linux")]
+
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use watchpost_catalog::{Event, Stamper, catalog};
+use watchpost_sensors::linux::process_access::ProcessAccessSensor;
+use watchpost_sensors::linux::process_cache::ProcessCache;
+use watchpost_sensors::linux::process_events::{ProcessOptions, ProcessSensor};
+use watchpost_sensors::{EventSink, Sensor, SensorContext, SensorHealth};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Prints `SLEEP_PID TEXT_ADDRESS DATA_ADDRESS LIBC_PATH`.
+const HELPER: &str = r#"
+import ctypes, os, subprocess, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.restype = ctypes.c_long
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+class iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+for name in ("process_vm_readv", "process_vm_writev"):
+    f = getattr(libc, name)
+    f.restype = ctypes.c_ssize_t
+    f.argtypes = [ctypes.c_int, ctypes.POINTER(iovec), ctypes.c_ulong, ctypes.POINTER(iovec), ctypes.c_ulong, ctypes.c_ulong]
+# Not inheriting the helper's stdout, so the test's read of it ends when the helper exits.
+child = subprocess.Popen(["/bin/sleep", "30"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+pid = child.pid
+maps = []
+# Until the child runs sleep (not the forked copy of this interpreter, which has a libc too)
+# and ld.so has mapped libc into it.
+while not (any(m[1] == "r-xp" and m[-1].endswith("/sleep") for m in maps)
+           and any(m[1] == "rw-p" and "libc.so" in m[-1] for m in maps)):
+    maps = [line.split() for line in open(f"/proc/{pid}/maps")]
+text = next(int(m[0].split("-")[0], 16) for m in maps if m[1] == "r-xp" and m[-1].endswith("/sleep"))
+data, libc_path = next((int(m[0].split("-")[0], 16), m[-1]) for m in maps if m[1] == "rw-p" and "libc.so" in m[-1])
+assert libc.ptrace(16, pid, None, None) == 0, "PTRACE_ATTACH"
+os.waitpid(pid, 0)
+word = libc.ptrace(1, pid, text, None) & (2**64 - 1)
+assert libc.ptrace(4, pid, text, word) == 0, "PTRACE_POKETEXT"
+buffer = ctypes.create_string_buffer(16)
+local, remote = iovec(ctypes.addressof(buffer), 16), iovec(data, 16)
+assert libc.process_vm_readv(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0) == 16
+assert libc.process_vm_writev(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0) == 16
+libc.ptrace(17, pid, None, None)
+# The target lives on (the test kills it): module names are resolved from its live mappings.
+print(pid, hex(text), hex(data), libc_path)
+"#;
+
+#[derive(Default)]
+struct Collect(Mutex<Vec<Event>>);
+
+impl EventSink for Collect {
+    fn emit(&self, event: Event) -> bool {
+        self.0.lock().unwrap().push(event);
+        true
+    }
+}
+
+/// The named columns of the rows of `table` so far, as text ("" for NULL).
+fn rows(sink: &Collect, table: &str, columns: &[&str]) -> Vec<Vec<String>> {
+    let table = catalog().table(table).unwrap();
+    let events = sink.0.lock().unwrap();
+    events
+        .iter()
+        .filter(|e| e.table == table.id)
+        .map(|e| {
+            columns
+                .iter()
+                .map(|c| e.values[table.column_index(c).unwrap()].to_text().unwrap_or_default())
+                .collect()
+        })
+        .collect()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn ptrace_and_process_vm_access_are_reported_with_the_module_written() {
+    if !is_root() {
+        println!("SKIPPED ptrace_and_process_vm_access_are_reported_with_the_module_written: needs root");
+        return;
+    }
+    let sink = Arc::new(Collect::default());
+    let health = Arc::new(SensorHealth::new("process_access"));
+    let cache = Arc::new(ProcessCache::default());
+    let mut process_sensor = ProcessSensor::new(Arc::clone(&cache), ProcessOptions::default());
+    let process_ctx = SensorContext {
+        sink: Arc::new(Collect::default()),
+        health: Arc::new(SensorHealth::new("process")),
+        stamper: Stamper::global(),
+    };
+    process_sensor.start(process_ctx).unwrap();
+    let mut sensor = ProcessAccessSensor::new(cache);
+    let ctx = SensorContext { sink: sink.clone(), health: health.clone(), stamper: Stamper::global() };
+    sensor.start(ctx).unwrap();
+    assert_eq!(health.snapshot().mode, "bpf");
+
+    let helper = Command::new("/usr/bin/python3").args(["-c", HELPER]).output().unwrap();
+    assert!(helper.status.success(), "helper failed: {}", String::from_utf8_lossy(&helper.stderr));
+    let printed = String::from_utf8(helper.stdout).unwrap();
+    let fields: Vec<&str> = printed.split_whitespace().collect();
+    let (sleep_pid, libc_path) = (fields[0].to_string(), fields[3].to_string());
+
+    let open_columns = [
+        "action",
+        "src_pid",
+        "target_pid",
+        "src_path",
+        "target_path",
+        "granted_access",
+        "granted_access_value",
+        "owner_uid",
+        "src_process_guid",
+        "target_process_guid",
+    ];
+    let thread_columns = [
+        "action",
+        "src_pid",
+        "target_pid",
+        "src_path",
+        "target_path",
+        "module_name",
+        "function_name",
+        "owner_uid",
+    ];
+    let start = Instant::now();
+    let (opens, threads) = loop {
+        let opens: Vec<Vec<String>> = rows(&sink, "win_process_open_events", &open_columns)
+            .into_iter()
+            .filter(|r| r[2] == sleep_pid)
+            .collect();
+        let threads: Vec<Vec<String>> = rows(&sink, "win_remote_thread_events", &thread_columns)
+            .into_iter()
+            .filter(|r| r[2] == sleep_pid)
+            .collect();
+        if (opens.len() >= 3 && threads.len() >= 2) || start.elapsed() > DEADLINE {
+            break (opens, threads);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    sensor.stop();
+    process_sensor.stop();
+    // SAFETY: kill(2) on the helper's sleep child, which the helper left running for the test.
+    unsafe { libc::kill(sleep_pid.parse().unwrap(), libc::SIGKILL) };
+
+    let python = std::fs::canonicalize("/usr/bin/python3").unwrap().to_str().unwrap().to_string();
+    let sleep = std::fs::canonicalize("/bin/sleep").unwrap().to_str().unwrap().to_string();
+    let accesses: Vec<(&str, &str)> = opens.iter().map(|r| (r[5].as_str(), r[6].as_str())).collect();
+    assert_eq!(accesses, [("PTRACE_ATTACH", "0x10000"), ("VM_READ", "0x10"), ("VM_WRITE", "0x20")]);
+    let helper_pid = &opens[0][1];
+    for row in &opens {
+        assert_eq!(row[0], "PROC_OPEN");
+        assert_eq!(&row[1], helper_pid, "one helper did it all");
+        assert_eq!(
+            (row[3].as_str(), row[4].as_str(), row[7].as_str()),
+            (python.as_str(), sleep.as_str(), "root")
+        );
+        let pid: u32 = sleep_pid.parse().unwrap();
+        assert!(row[9].starts_with(&format!("{pid:08X}-")), "target guid {}", row[9]);
+        assert!(!row[8].is_empty());
+    }
+    let injections: Vec<(&str, &str)> = threads.iter().map(|r| (r[0].as_str(), r[5].as_str())).collect();
+    assert_eq!(injections, [("PTRACE_POKETEXT", sleep.as_str()), ("VM_WRITE", libc_path.as_str())]);
+    for row in &threads {
+        assert_eq!(&row[1], helper_pid);
+        assert_eq!(
+            (row[3].as_str(), row[4].as_str(), row[6].as_str(), row[7].as_str()),
+            (python.as_str(), sleep.as_str(), "", "root")
+        );
+    }
+    assert_eq!(health.snapshot().lost, 0);
+}
