@@ -25,8 +25,13 @@ done
 
 # shellcheck source-path=SCRIPTDIR source=windows/wine-env.sh
 source scripts/windows/wine-env.sh
+wine_prefix_ready || scripts/windows/prepare-prefix.sh
+# One wineserver for the whole run: by default it exits a few seconds after the last exe, and
+# a test exe that connects while it is exiting dies with "wine client error: recvmsg:
+# Connection reset by peer".
+"$WINESERVER" -p
 status=0
 cargo test --no-fail-fast --target x86_64-pc-windows-gnu "${args[@]}" || status=$?
-# Leave no wineserver behind (it lingers a few seconds after the last exe).
+"$WINESERVER" -k || true
 "$WINESERVER" -w || true
 exit "$status"
