@@ -39,9 +39,13 @@ while not (any(m[1] == "r-xp" and m[-1].endswith("/sleep") for m in maps)
            and any(m[1] == "rw-p" and "libc.so" in m[-1] for m in maps)):
     maps = [line.split() for line in open(f"/proc/{pid}/maps")]
 text = next(int(m[0].split("-")[0], 16) for m in maps if m[1] == "r-xp" and m[-1].endswith("/sleep"))
-data, libc_path = next((int(m[0].split("-")[0], 16), m[-1]) for m in maps if m[1] == "rw-p" and "libc.so" in m[-1])
 assert libc.ptrace(16, pid, None, None) == 0, "PTRACE_ATTACH"
 os.waitpid(pid, 0)
+# Only now, with the target stopped, are its mappings final: ld.so turns libc's first writable
+# mapping (RELRO) read-only after relocating, and process_vm_writev honours page protections.
+# libc's last writable mapping (.data/.bss) stays writable.
+maps = [line.split() for line in open(f"/proc/{pid}/maps")]
+data, libc_path = [(int(m[0].split("-")[0], 16), m[-1]) for m in maps if m[1] == "rw-p" and "libc.so" in m[-1]][-1]
 word = libc.ptrace(1, pid, text, None) & (2**64 - 1)
 assert libc.ptrace(4, pid, text, word) == 0, "PTRACE_POKETEXT"
 buffer = ctypes.create_string_buffer(16)

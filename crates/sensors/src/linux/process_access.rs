@@ -275,9 +275,9 @@ impl Worker {
         let root = self.cache.proc_root();
         let src_guid =
             process_guid(record.pid, boottime_to_ticks(record.start_boottime_ns, self.ticks_per_second));
-        let src = self.cache.lookup(record.pid);
+        let src = self.cache.lookup_live(record.pid);
         let target_pid = thread_group(root, record.target);
-        let target = self.cache.lookup(target_pid);
+        let target = self.cache.lookup_live(target_pid);
         let user = self.cache.user_name(record.uid);
         let fill = |event: &mut Event, c: &SharedColumns, action: &str| {
             let text = |s: &str| (!s.is_empty()).then(|| s.to_string());

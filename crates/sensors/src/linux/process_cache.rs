@@ -116,6 +116,21 @@ impl ProcessCache {
         Some(self.insert(info))
     }
 
+    /// Like [`ProcessCache::lookup`], for a process known to be alive right now (the subject or
+    /// target of a syscall being handled): an entry only seen forking is re-read from `/proc`,
+    /// because its exec may still be on its way through the process sensor's ring buffer while
+    /// this event came through another one.
+    pub fn lookup_live(&self, pid: u32) -> Option<Arc<ProcessInfo>> {
+        match self.get(pid) {
+            Some(info) if info.origin == Origin::Forked => match self.read_proc(pid, Origin::Procfs) {
+                Some(fresh) if fresh.start_time == info.start_time => Some(Arc::new(fresh)),
+                _ => Some(info),
+            },
+            Some(info) => Some(info),
+            None => self.lookup(pid),
+        }
+    }
+
     /// Puts `info` in force for its pid (replacing an older instance of that pid).
     pub fn insert(&self, info: ProcessInfo) -> Arc<ProcessInfo> {
         let info = Arc::new(info);
