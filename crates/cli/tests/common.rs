@@ -47,8 +47,16 @@ pub struct Daemon {
 impl Daemon {
     /// Writes `config` (with `{LOG}` replaced by the path of `app.log` in the temp dir) and starts the daemon.
     pub fn start(config: &str) -> Daemon {
+        Daemon::start_with_log(config, None)
+    }
+
+    /// Like `start`, with `app.log` holding `existing` before the daemon starts.
+    pub fn start_with_log(config: &str, existing: Option<&str>) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("app.log");
+        if let Some(text) = existing {
+            std::fs::write(&log, text).expect("write the existing log");
+        }
         let config_path = dir.path().join("osquery.conf");
         std::fs::write(&config_path, config.replace("{LOG}", &log.display().to_string()))
             .expect("write config");

@@ -9,10 +9,8 @@ use common::{Daemon, append, logger_config, text, wait_for, watchpost};
 
 #[test]
 fn appended_log_lines_come_back_through_sql() {
-    let daemon = Daemon::start(&logger_config(""));
-    // Lines written before the daemon watched the file are not events.
-    append(&daemon.log, "before start\n");
-    std::thread::sleep(Duration::from_millis(300));
+    // Lines already in the file when the daemon starts are not events.
+    let daemon = Daemon::start_with_log(&logger_config(""), Some("before start\n"));
     append(&daemon.log, "first line\nsecond line\n");
     let rows = daemon.wait_rows("SELECT logger_name, logger_watch_file, log_entry FROM win_logger_events", 2);
     let entries: Vec<String> = rows.iter().map(|r| text(r, "log_entry")).collect();
@@ -38,6 +36,14 @@ fn appended_log_lines_come_back_through_sql() {
     assert_eq!(by_eid.len(), 1);
     let future = daemon.rows("SELECT * FROM win_logger_events WHERE time > strftime('%s','now') + 1000");
     assert!(future.is_empty());
+    let since_2001 = daemon.rows("SELECT * FROM win_logger_events WHERE time > 1.0e9");
+    assert_eq!(since_2001.len(), 2, "a real-valued bound works like SQLite's");
+    let bad = daemon.query_raw("SELECT * FROM win_logger_events WHERE time > 'yesterday'", "table");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("unix seconds"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 }
 
 #[test]

@@ -50,10 +50,20 @@ impl ReadQuery {
             if !matches!(constraint.op, Op::Eq | Op::Gt | Op::Ge | Op::Lt | Op::Le) {
                 continue;
             }
-            let value: i64 = constraint.expr.trim().parse().map_err(|_| GenerateError::BadConstraint {
-                column: "time".to_string(),
-                reason: format!("{:?} is not an integer (time is in unix seconds)", constraint.expr),
-            })?;
+            let Some((floor, ceil)) = whole_seconds(&constraint.expr) else {
+                return Err(GenerateError::BadConstraint {
+                    column: "time".to_string(),
+                    reason: format!("{:?} is not a number (time is in unix seconds)", constraint.expr),
+                });
+            };
+            // A fractional bound widens to the whole seconds around it; SQLite re-checks the
+            // exact comparison on every row.
+            let value = if matches!(constraint.op, Op::Gt | Op::Ge) { floor } else { ceil };
+            if floor != ceil && constraint.op == Op::Eq {
+                query.time_lower = tighter_lower(query.time_lower, Bound::Included(floor));
+                query.time_upper = tighter_upper(query.time_upper, Bound::Included(ceil));
+                continue;
+            }
             let (lower, upper) = match constraint.op {
                 Op::Eq => (Bound::Included(value), Bound::Included(value)),
                 Op::Gt => (Bound::Excluded(value), Bound::Unbounded),
@@ -131,6 +141,18 @@ fn tighter_upper(a: Bound<i64>, b: Bound<i64>) -> Bound<i64> {
     if upper_rank(b) < upper_rank(a) { b } else { a }
 }
 
+/// The whole seconds at or below and at or above a numeric constraint value: `(7, 7)` for
+/// `7`, `(1, 2)` for `1.5`; `None` for text that is not a number.
+fn whole_seconds(expr: &str) -> Option<(i64, i64)> {
+    let expr = expr.trim();
+    if let Ok(value) = expr.parse::<i64>() {
+        return Some((value, value));
+    }
+    let value = expr.parse::<f64>().ok().filter(|v| v.is_finite())?;
+    // `as` saturates at the i64 range, which is what a bound beyond it means.
+    Some((value.floor() as i64, value.ceil() as i64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +200,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!((eq.time_lower, eq.time_upper), (Bound::Included(7), Bound::Included(7)));
+    }
+
+    #[test]
+    fn fractional_times_widen_to_whole_seconds() {
+        let gt =
+            ReadQuery::from_context(&context(&[("time", Op::Gt, "1.5e1")]), 0, ReadMode::Retain).unwrap();
+        assert_eq!(gt.time_lower, Bound::Excluded(15));
+        let gt = ReadQuery::from_context(&context(&[("time", Op::Gt, "14.5")]), 0, ReadMode::Retain).unwrap();
+        assert_eq!(gt.time_lower, Bound::Excluded(14));
+        let le = ReadQuery::from_context(&context(&[("time", Op::Le, "14.5")]), 0, ReadMode::Retain).unwrap();
+        assert_eq!(le.time_upper, Bound::Included(15));
+        let eq = ReadQuery::from_context(&context(&[("time", Op::Eq, "14.5")]), 0, ReadMode::Retain).unwrap();
+        assert_eq!((eq.time_lower, eq.time_upper), (Bound::Included(14), Bound::Included(15)));
     }
 
     #[test]
