@@ -6,7 +6,7 @@
 //! appends them to the store in batches; a full queue drops the event and counts it as lost.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,9 @@ pub struct TableCounters {
 pub struct PipelineStats {
     tables: Vec<TableCounters>,
     pub store_error: ErrorSlot,
+    /// Set by [`Writer::finish`]: commit what is queued and stop, even if a sensor still holds
+    /// a handle to the pipeline.
+    closing: AtomicBool,
 }
 
 impl PipelineStats {
@@ -63,13 +66,15 @@ impl Pipeline {
         let stats = Arc::new(PipelineStats {
             tables: catalog().tables().iter().map(|_| TableCounters::default()).collect(),
             store_error: ErrorSlot::default(),
+            closing: AtomicBool::new(false),
         });
         let writer_stats = Arc::clone(&stats);
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || write_loop(&rx, &store, &writer_stats))?;
+        let writer = Writer { handle, stats: Arc::clone(&stats) };
         let pipeline = Arc::new(Pipeline { filters: ArcSwap::from_pointee(filters), stats, queue: tx });
-        Ok((pipeline, Writer { handle }))
+        Ok((pipeline, writer))
     }
 
     /// Puts a new filter set in force for every event judged from now on.
@@ -103,12 +108,14 @@ impl EventSink for Pipeline {
 /// The store writer thread.
 pub struct Writer {
     handle: JoinHandle<()>,
+    stats: Arc<PipelineStats>,
 }
 
 impl Writer {
-    /// Waits until everything queued is committed. Drop every `Arc<Pipeline>` first (stop the
-    /// sensors), or this waits forever.
+    /// Commits everything queued so far and stops the writer. Stop the sensors first: events
+    /// emitted after this are not stored.
     pub fn finish(self) {
+        self.stats.closing.store(true, Ordering::SeqCst);
         let _ = self.handle.join();
     }
 }
@@ -131,6 +138,9 @@ fn write_loop(rx: &Receiver<Event>, store: &Store, stats: &PipelineStats) {
         }
         if !batch.is_empty() {
             commit(store, stats, &mut batch);
+        }
+        if stats.closing.load(Ordering::SeqCst) && rx.is_empty() {
+            open = false;
         }
         if last_expire.elapsed() >= EXPIRE_INTERVAL {
             last_expire = Instant::now();

@@ -84,7 +84,6 @@ struct Running {
 
 pub struct Agent {
     engine: Arc<Engine>,
-    pipeline: Arc<Pipeline>,
     writer: Option<Writer>,
     store: Arc<Store>,
     running: Arc<Mutex<Running>>,
@@ -161,7 +160,7 @@ impl Agent {
             };
             std::thread::Builder::new().name("config-reload".into()).spawn(move || reload.run())?
         };
-        Ok(Agent { engine, pipeline, writer: Some(writer), store, running, stop, reloader: Some(reloader) })
+        Ok(Agent { engine, writer: Some(writer), store, running, stop, reloader: Some(reloader) })
     }
 
     /// The table source for queries.
@@ -190,10 +189,7 @@ impl Agent {
             }
             running.sensors.clear();
         }
-        // The writer finishes once the last pipeline handle (ours; the sensors' went with them) is gone.
-        let Agent { pipeline, writer, .. } = self;
-        drop(pipeline);
-        if let Some(writer) = writer {
+        if let Some(writer) = self.writer.take() {
             writer.finish();
         }
     }
