@@ -24,9 +24,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
-use libbpf_rs::RingBufferBuilder;
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use watchpost_catalog::{Event, Table};
 
@@ -40,7 +38,6 @@ const OPEN_TABLE: &str = "win_process_open_events";
 const THREAD_TABLE: &str = "win_remote_thread_events";
 const TABLES: &[&str] = &[OPEN_TABLE, THREAD_TABLE];
 const NAME: &str = "process_access";
-const POLL: Duration = Duration::from_millis(100);
 
 const KIND_PTRACE: u32 = 1;
 const KIND_VM_READ: u32 = 2;
@@ -335,34 +332,9 @@ fn run(worker: Worker, stop: &AtomicBool, ready: &crossbeam_channel::Sender<Resu
         }
     };
     let health = Arc::clone(&worker.ctx.health);
-    let mut builder = RingBufferBuilder::new();
-    let added = builder
-        .add(&skel.maps.events, |data: &[u8]| {
-            worker.handle(data);
-            0
-        })
-        .map(|_| ());
-    let ring = match added.and_then(|()| builder.build()) {
-        Ok(ring) => ring,
-        Err(error) => {
-            let _ = ready.send(Err(format!("cannot read the BPF ring buffer: {error}")));
-            return;
-        }
-    };
-    health.set_mode("bpf");
-    health.set_state(SensorState::Running);
-    let _ = ready.send(Ok(()));
-    let mut lost_seen = 0;
-    while !stop.load(Ordering::Relaxed) {
-        if let Err(error) = ring.poll(POLL)
-            && error.kind() != libbpf_rs::ErrorKind::Interrupted
-        {
-            health.record_error(format!("BPF ring buffer: {error}"));
-            health.set_state(SensorState::Failed(format!("BPF ring buffer: {error}")));
-            return;
-        }
-        bpf::report_lost(&skel.maps.lost, &mut lost_seen, &health);
-    }
+    bpf::drive_ring_buffer(&skel.maps.events, &skel.maps.lost, &health, stop, ready, |data| {
+        worker.handle(data)
+    });
 }
 
 impl Sensor for ProcessAccessSensor {

@@ -29,7 +29,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use libbpf_rs::RingBufferBuilder;
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use watchpost_catalog::{Event, Table};
 
@@ -323,34 +322,9 @@ fn run_bpf(mut tracker: Tracker, stop: &AtomicBool, ready: &crossbeam_channel::S
         tracker.ctx.health.record_error(format!("cannot seed the process cache from /proc: {error}"));
     }
     let health = Arc::clone(&tracker.ctx.health);
-    let mut builder = RingBufferBuilder::new();
-    let added = builder
-        .add(&skel.maps.events, |data: &[u8]| {
-            tracker.handle_record(data);
-            0
-        })
-        .map(|_| ());
-    let ring = match added.and_then(|()| builder.build()) {
-        Ok(ring) => ring,
-        Err(error) => {
-            let _ = ready.send(Err(format!("cannot read the BPF ring buffer: {error}")));
-            return;
-        }
-    };
-    health.set_mode("bpf");
-    health.set_state(SensorState::Running);
-    let _ = ready.send(Ok(()));
-    let mut lost_seen = 0;
-    while !stop.load(Ordering::Relaxed) {
-        if let Err(error) = ring.poll(POLL)
-            && error.kind() != libbpf_rs::ErrorKind::Interrupted
-        {
-            health.record_error(format!("BPF ring buffer: {error}"));
-            health.set_state(SensorState::Failed(format!("BPF ring buffer: {error}")));
-            return;
-        }
-        bpf::report_lost(&skel.maps.lost, &mut lost_seen, &health);
-    }
+    bpf::drive_ring_buffer(&skel.maps.events, &skel.maps.lost, &health, stop, ready, |data| {
+        tracker.handle_record(data)
+    });
 }
 
 /// The fallback: process-connector notifications and `/proc` reads.

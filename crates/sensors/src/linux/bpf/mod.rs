@@ -1,7 +1,10 @@
 //! The BPF programs of the Linux sensors (C sources next to this file, compiled by build.rs
 //! into libbpf-rs skeletons) and what their loaders share.
 
-use libbpf_rs::{MapCore, MapFlags};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use libbpf_rs::{MapCore, MapFlags, RingBufferBuilder};
 
 /// Skeleton of `process.bpf.c`: exec/exit/fork tracepoints into a ring buffer.
 #[allow(clippy::all, clippy::pedantic)]
@@ -26,6 +29,51 @@ pub(crate) fn report_lost(map: &dyn MapCore, seen: &mut u64, health: &crate::Sen
         *seen = now;
     }
 }
+
+/// Drives a sensor's ring buffer until `stop`: says on `ready` whether it could be read, marks
+/// the sensor running in `bpf` mode, hands every record to `handle`, and after each poll adds
+/// what the kernel counted in `lost` to the sensor's lost figure. A poll error fails the sensor.
+pub(crate) fn drive_ring_buffer(
+    events: &dyn MapCore,
+    lost: &dyn MapCore,
+    health: &crate::SensorHealth,
+    stop: &AtomicBool,
+    ready: &crossbeam_channel::Sender<Result<(), String>>,
+    mut handle: impl FnMut(&[u8]),
+) {
+    let mut builder = RingBufferBuilder::new();
+    let added = builder
+        .add(events, |data: &[u8]| {
+            handle(data);
+            0
+        })
+        .map(|_| ());
+    let ring = match added.and_then(|()| builder.build()) {
+        Ok(ring) => ring,
+        Err(error) => {
+            // The receiver waits in `start`; if it is gone there is nobody to tell.
+            let _ = ready.send(Err(format!("cannot read the BPF ring buffer: {error}")));
+            return;
+        }
+    };
+    health.set_mode("bpf");
+    health.set_state(crate::SensorState::Running);
+    let _ = ready.send(Ok(()));
+    let mut lost_seen = 0;
+    while !stop.load(Ordering::Relaxed) {
+        if let Err(error) = ring.poll(POLL)
+            && error.kind() != libbpf_rs::ErrorKind::Interrupted
+        {
+            health.record_error(format!("BPF ring buffer: {error}"));
+            health.set_state(crate::SensorState::Failed(format!("BPF ring buffer: {error}")));
+            return;
+        }
+        report_lost(lost, &mut lost_seen, health);
+    }
+}
+
+/// How long one ring-buffer poll waits: the longest a stop request waits to be noticed.
+const POLL: Duration = Duration::from_millis(100);
 
 /// Skeleton of `process_access.bpf.c`: ptrace and process_vm_readv/writev tracepoints.
 #[allow(clippy::all, clippy::pedantic)]
