@@ -8,6 +8,8 @@ pub mod mem_perf;
 #[cfg(target_os = "linux")]
 pub mod msr;
 #[cfg(target_os = "linux")]
+mod netlink;
+#[cfg(target_os = "linux")]
 pub mod obfuscated_ps;
 #[cfg(target_os = "linux")]
 pub mod proc_connector;

@@ -4,7 +4,7 @@
 //! Hand-written on libc: the protocol is one subscribe message and three fixed structs
 //! (linux/cn_proc.h), and the crates that wrap it are unmaintained.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 const CN_IDX_PROC: u32 = 1;
 const CN_VAL_PROC: u32 = 1;
@@ -35,41 +35,8 @@ impl ProcConnector {
     /// Opens the socket, joins the process-events group and subscribes (needs CAP_NET_ADMIN).
     /// `receive` then waits at most `timeout` for a datagram.
     pub fn open(timeout: std::time::Duration) -> std::io::Result<ProcConnector> {
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let fd = unsafe {
-            libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::NETLINK_CONNECTOR)
-        };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor nobody else owns.
-        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: an all-zero sockaddr_nl is valid; the fields are then set.
-        let mut address: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        address.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        address.nl_groups = CN_IDX_PROC;
-        // SAFETY: `address` is a sockaddr_nl of the size given.
-        let bound = unsafe {
-            libc::bind(
-                socket.as_raw_fd(),
-                (&raw const address).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if bound != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let size: libc::c_int = 8 * 1024 * 1024;
-        for option in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
-            if set_option(&socket, option, &size).is_ok() {
-                break;
-            }
-        }
-        let timeout = libc::timeval {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_usec: timeout.subsec_micros() as libc::suseconds_t,
-        };
-        set_option(&socket, libc::SO_RCVTIMEO, &timeout)?;
+        let socket =
+            super::netlink::open_socket(libc::NETLINK_CONNECTOR, CN_IDX_PROC, 8 * 1024 * 1024, timeout)?;
         let message = subscribe_message(std::process::id());
         // SAFETY: the buffer is valid for its length.
         let sent = unsafe { libc::send(socket.as_raw_fd(), message.as_ptr().cast(), message.len(), 0) };
@@ -94,20 +61,6 @@ impl ProcConnector {
         }
         Ok(decode(&buffer[..received as usize]))
     }
-}
-
-fn set_option<T>(socket: &OwnedFd, option: libc::c_int, value: &T) -> std::io::Result<()> {
-    // SAFETY: `value` points to a T of the size given.
-    let result = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            option,
-            (value as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if result == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
 /// nlmsghdr + cn_msg + `PROC_CN_MCAST_LISTEN`.

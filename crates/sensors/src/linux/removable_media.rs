@@ -7,7 +7,7 @@
 //! (as one: the kernel does not say how many). The socket is opened in [`Sensor::start`], so a
 //! missing netlink family fails the start; health mode `netlink`.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -25,7 +25,7 @@ const KERNEL_GROUP: u32 = 1;
 /// Kernel messages are at most a few KiB; netlink datagrams never exceed this.
 const MAX_MESSAGE: usize = 64 * 1024;
 /// How often the thread looks at the stop flag while no event comes.
-const RECEIVE_TIMEOUT_MS: libc::suseconds_t = 250_000;
+const RECEIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// The removable media sensor.
 pub struct RemovableMediaSensor {
@@ -54,55 +54,8 @@ impl RemovableMediaSensor {
 
 /// Opens the uevent socket bound to the kernel's group.
 fn open_socket() -> std::io::Result<OwnedFd> {
-    // SAFETY: plain socket(2) call; the result is checked before use.
-    let fd = unsafe {
-        libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::NETLINK_KOBJECT_UEVENT)
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh descriptor nobody else owns.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: an all-zero sockaddr_nl is valid; the fields are then set.
-    let mut address: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    address.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    address.nl_groups = KERNEL_GROUP;
-    // SAFETY: `address` is a sockaddr_nl of the size given.
-    let bound = unsafe {
-        libc::bind(
-            socket.as_raw_fd(),
-            (&raw const address).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if bound != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
     // A burst of device events (a hub with many disks) must not overflow the default buffer.
-    // RCVBUFFORCE needs CAP_NET_ADMIN; without it the plain request, capped by rmem_max.
-    let size: libc::c_int = 4 * 1024 * 1024;
-    for option in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
-        if set_option(&socket, option, &size).is_ok() {
-            break;
-        }
-    }
-    let timeout = libc::timeval { tv_sec: 0, tv_usec: RECEIVE_TIMEOUT_MS };
-    set_option(&socket, libc::SO_RCVTIMEO, &timeout)?;
-    Ok(socket)
-}
-
-fn set_option<T>(socket: &OwnedFd, option: libc::c_int, value: &T) -> std::io::Result<()> {
-    // SAFETY: `value` points to a T of the size given.
-    let result = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            option,
-            (value as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if result == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    super::netlink::open_socket(libc::NETLINK_KOBJECT_UEVENT, KERNEL_GROUP, 4 * 1024 * 1024, RECEIVE_TIMEOUT)
 }
 
 /// One datagram and the netlink port of its sender (0: the kernel).
