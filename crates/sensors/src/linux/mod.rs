@@ -30,4 +30,6 @@ pub mod process_records;
 #[cfg(target_os = "linux")]
 pub mod removable_media;
 #[cfg(target_os = "linux")]
+mod sensor_thread;
+#[cfg(target_os = "linux")]
 pub mod users;

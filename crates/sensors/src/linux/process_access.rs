@@ -22,8 +22,7 @@
 use std::mem::MaybeUninit;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::AtomicBool;
 
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use watchpost_catalog::{Event, Table};
@@ -32,7 +31,8 @@ use super::bpf;
 use super::process::{clock_ticks_per_second, process_guid};
 use super::process_cache::ProcessCache;
 use super::process_records::boottime_to_ticks;
-use crate::{Sensor, SensorContext, SensorError, SensorHealth, SensorState, catalog_table, column_index};
+use super::sensor_thread::SensorThread;
+use crate::{Sensor, SensorContext, SensorError, SensorState, catalog_table, column_index};
 
 const OPEN_TABLE: &str = "win_process_open_events";
 const THREAD_TABLE: &str = "win_remote_thread_events";
@@ -166,13 +166,7 @@ fn thread_group(proc_root: &Path, tid: u32) -> u32 {
 /// The process access sensor.
 pub struct ProcessAccessSensor {
     cache: Arc<ProcessCache>,
-    running: Option<Running>,
-}
-
-struct Running {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
-    health: Arc<SensorHealth>,
+    running: Option<SensorThread>,
 }
 
 impl Default for ProcessAccessSensor {
@@ -364,7 +358,7 @@ impl Sensor for ProcessAccessSensor {
             .map_err(|source| SensorError::Spawn { sensor: NAME, source })?;
         match ready_rx.recv() {
             Ok(Ok(())) => {
-                self.running = Some(Running { stop, thread, health: ctx.health });
+                self.running = Some(SensorThread::new(stop, thread, ctx.health));
                 Ok(())
             }
             outcome => {
@@ -386,11 +380,7 @@ impl Sensor for ProcessAccessSensor {
 
     fn stop(&mut self) {
         if let Some(running) = self.running.take() {
-            running.stop.store(true, Ordering::Relaxed);
-            if running.thread.join().is_err() {
-                running.health.record_error("the process access thread panicked");
-            }
-            running.health.set_state(SensorState::Stopped);
+            running.stop("the process access thread");
         }
     }
 }

@@ -37,7 +37,8 @@ use super::proc_connector::{ConnectorEvent, ProcConnector};
 use super::process::{clock_ticks_per_second, process_guid};
 use super::process_cache::{Origin, ProcessCache, ProcessInfo, join_args};
 use super::process_records::{ProcessRecord, RecordHeader, boottime_to_ticks, decode};
-use crate::{Sensor, SensorContext, SensorError, SensorHealth, SensorState, catalog_table, column_index};
+use super::sensor_thread::SensorThread;
+use crate::{Sensor, SensorContext, SensorError, SensorState, catalog_table, column_index};
 
 const TABLE: &str = "win_process_events";
 const TABLES: &[&str] = &[TABLE];
@@ -58,13 +59,7 @@ pub struct ProcessOptions {
 pub struct ProcessSensor {
     cache: Arc<ProcessCache>,
     options: ProcessOptions,
-    running: Option<Running>,
-}
-
-struct Running {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
-    health: Arc<SensorHealth>,
+    running: Option<SensorThread>,
 }
 
 impl Default for ProcessSensor {
@@ -371,7 +366,7 @@ impl ProcessSensor {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = self.spawn("watchpost-proc-cn", move || run_connector(tracker, connector, &flag))?;
-        self.running = Some(Running { stop, thread, health: ctx.health });
+        self.running = Some(SensorThread::new(stop, thread, ctx.health));
         Ok(())
     }
 }
@@ -398,7 +393,7 @@ impl Sensor for ProcessSensor {
         let thread = self.spawn("watchpost-process", move || run_bpf(tracker, &flag, &ready))?;
         match ready_rx.recv() {
             Ok(Ok(())) => {
-                self.running = Some(Running { stop, thread, health: ctx.health });
+                self.running = Some(SensorThread::new(stop, thread, ctx.health));
                 Ok(())
             }
             outcome => {
@@ -421,11 +416,7 @@ impl Sensor for ProcessSensor {
 
     fn stop(&mut self) {
         if let Some(running) = self.running.take() {
-            running.stop.store(true, Ordering::Relaxed);
-            if running.thread.join().is_err() {
-                running.health.record_error("the process sensor thread panicked");
-            }
-            running.health.set_state(SensorState::Stopped);
+            running.stop("the process sensor thread");
         }
     }
 }

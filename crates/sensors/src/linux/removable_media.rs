@@ -10,12 +10,12 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 
 use watchpost_catalog::{Event, Table};
 
+use super::sensor_thread::SensorThread;
 use crate::common::uevent::{MediaOptions, Uevent, is_trusted, media_action, parse_uevent};
-use crate::{Sensor, SensorContext, SensorError, SensorHealth, SensorState, catalog_table, column_index};
+use crate::{Sensor, SensorContext, SensorError, SensorState, catalog_table, column_index};
 
 const TABLE: &str = "win_removable_media_events";
 const TABLES: &[&str] = &[TABLE];
@@ -30,13 +30,7 @@ const RECEIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(25
 /// The removable media sensor.
 pub struct RemovableMediaSensor {
     options: MediaOptions,
-    running: Option<Running>,
-}
-
-struct Running {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
-    health: Arc<SensorHealth>,
+    running: Option<SensorThread>,
 }
 
 impl Default for RemovableMediaSensor {
@@ -175,7 +169,7 @@ impl Sensor for RemovableMediaSensor {
             .name("watchpost-uevent".into())
             .spawn(move || worker.run())
             .map_err(|source| SensorError::Spawn { sensor: NAME, source })?;
-        self.running = Some(Running { stop, thread, health: ctx.health });
+        self.running = Some(SensorThread::new(stop, thread, ctx.health));
         Ok(())
     }
 
@@ -186,11 +180,7 @@ impl Sensor for RemovableMediaSensor {
 
     fn stop(&mut self) {
         if let Some(running) = self.running.take() {
-            running.stop.store(true, Ordering::Relaxed);
-            if running.thread.join().is_err() {
-                running.health.record_error("the uevent thread panicked");
-            }
-            running.health.set_state(SensorState::Stopped);
+            running.stop("the uevent thread");
         }
     }
 }
@@ -208,6 +198,8 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use watchpost_catalog::{Stamper, Value};
+
+    use crate::SensorHealth;
 
     use super::*;
     use crate::EventSink;
