@@ -238,12 +238,8 @@ pub fn platform_sensors(config: &watchpost_config::Config) -> Vec<Box<dyn Sensor
 
 /// The snapshot tables this platform has.
 pub fn platform_snapshots() -> Vec<Box<dyn SnapshotTable>> {
-    #[cfg(unix)]
-    let mem_perf = linux::mem_perf::MemPerf;
-    #[cfg(windows)]
-    let mem_perf = windows::mem_perf::MemPerf;
     #[allow(unused_mut)] // Only Linux adds more.
-    let mut tables: Vec<Box<dyn SnapshotTable>> = vec![Box::new(mem_perf)];
+    let mut tables: Vec<Box<dyn SnapshotTable>> = vec![Box::new(common::mem_perf::MemPerf)];
     #[cfg(target_os = "linux")]
     tables.extend([
         Box::new(linux::process_handles::ProcessHandles::default()) as Box<dyn SnapshotTable>,

@@ -1,8 +1,12 @@
 //! The `win_mem_perf` row, shared by the platform implementations that fill it.
 
-use watchpost_catalog::{GenerateError, Row, Value};
+use watchpost_catalog::{GenerateError, QueryContext, Row, Value};
 
-use crate::catalog_table;
+#[cfg(unix)]
+use crate::linux::mem_perf::read_memory_status;
+#[cfg(windows)]
+use crate::windows::mem_perf::read_memory_status;
+use crate::{SnapshotTable, catalog_table};
 
 pub const TABLE: &str = "win_mem_perf";
 
@@ -46,5 +50,19 @@ impl MemoryStatus {
             row[index] = value;
         }
         Ok(row)
+    }
+}
+
+/// The `win_mem_perf` snapshot table, filled by the platform's `read_memory_status`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MemPerf;
+
+impl SnapshotTable for MemPerf {
+    fn table(&self) -> &'static str {
+        TABLE
+    }
+
+    fn generate(&self, _context: &QueryContext) -> Result<Vec<Row>, GenerateError> {
+        Ok(vec![read_memory_status()?.to_row()?])
     }
 }

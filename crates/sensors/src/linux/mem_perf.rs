@@ -9,9 +9,8 @@
 //! - `available_virtual`: that minus the agent's own `VmSize`;
 //! - `available_extended_memory`: 0, as on Windows.
 
-use watchpost_catalog::{GenerateError, QueryContext, Row};
+use watchpost_catalog::GenerateError;
 
-use crate::SnapshotTable;
 use crate::common::mem_perf::{MemoryStatus, TABLE};
 
 /// Bytes of user-mode virtual address space of a process (the kernel's `TASK_SIZE`).
@@ -116,25 +115,15 @@ pub fn read_memory_status() -> Result<MemoryStatus, GenerateError> {
     Ok(memory_status(&meminfo, vm_size))
 }
 
-/// The `win_mem_perf` snapshot table.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct MemPerf;
-
-impl SnapshotTable for MemPerf {
-    fn table(&self) -> &'static str {
-        TABLE
-    }
-
-    fn generate(&self, _context: &QueryContext) -> Result<Vec<Row>, GenerateError> {
-        Ok(vec![read_memory_status()?.to_row()?])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use watchpost_catalog::Value;
 
     use super::*;
+    use watchpost_catalog::QueryContext;
+
+    use crate::SnapshotTable;
+    use crate::common::mem_perf::MemPerf;
 
     /// Recorded on a Debian 12 VM (kernel 6.x).
     const MEMINFO: &str = "\

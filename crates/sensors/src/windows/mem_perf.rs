@@ -1,10 +1,9 @@
 //! `win_mem_perf` on Windows, from `GlobalMemoryStatusEx`, as the original did. All sizes in
 //! bytes.
 
-use watchpost_catalog::{GenerateError, QueryContext, Row};
+use watchpost_catalog::GenerateError;
 use windows_sys::Win32::System::SystemInformation::{GlobalMemoryStatusEx, MEMORYSTATUSEX};
 
-use crate::SnapshotTable;
 use crate::common::mem_perf::{MemoryStatus, TABLE};
 
 /// Reads the live figures.
@@ -31,23 +30,13 @@ pub fn read_memory_status() -> Result<MemoryStatus, GenerateError> {
     })
 }
 
-/// The `win_mem_perf` snapshot table.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct MemPerf;
-
-impl SnapshotTable for MemPerf {
-    fn table(&self) -> &'static str {
-        TABLE
-    }
-
-    fn generate(&self, _context: &QueryContext) -> Result<Vec<Row>, GenerateError> {
-        Ok(vec![read_memory_status()?.to_row()?])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use watchpost_catalog::QueryContext;
+
+    use crate::SnapshotTable;
+    use crate::common::mem_perf::MemPerf;
 
     #[test]
     fn live_values_are_consistent() {
