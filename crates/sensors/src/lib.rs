@@ -25,7 +25,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use watchpost_catalog::{Event, GenerateError, QueryContext, Row, Stamper, Table};
 
 pub mod common;
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 pub mod linux;
 #[cfg(windows)]
 pub mod windows;

@@ -2,7 +2,7 @@
 
 use watchpost_catalog::{GenerateError, QueryContext, Row, Value};
 
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 use crate::linux::mem_perf::read_memory_status;
 #[cfg(windows)]
 use crate::windows::mem_perf::read_memory_status;
