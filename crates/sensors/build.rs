@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-const PROGRAMS: &[&str] = &["process", "process_access"];
+const PROGRAMS: &[&str] = &["process", "process_access", "network"];
 
 fn main() {
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {

@@ -6,7 +6,8 @@
 //! - `plgx_event_filters`: per table and column include/exclude values, validated against the
 //!   catalog ([`FilterSpec`]);
 //! - `win_logger_plugin`: the log files `win_logger_events` tails ([`WatchFile`]);
-//! - `watchpost`: `{"read_mode": "retain"|"drain"}`;
+//! - `watchpost`: `{"read_mode": "retain"|"drain"}` and the sensor settings of
+//!   [`SensorOptions`];
 //! - `options.events_max`, `options.events_expiry`;
 //! - `win_include_paths`, `win_exclude_paths`, `yara`, `file_paths`: kept as parsed JSON for the
 //!   sensors that use them ([`SensorSections`]).
@@ -50,6 +51,8 @@ pub struct Config {
     pub filters: FilterSpec,
     /// Sections later sensors read.
     pub sections: SensorSections,
+    /// Sensor settings from the `watchpost` section.
+    pub sensor_options: SensorOptions,
     /// Hash of everything above except `source`: equal fingerprints mean a reload changed
     /// nothing watchpost uses. Stable within one build of watchpost, not across builds.
     pub fingerprint: u64,
@@ -66,6 +69,7 @@ impl Default for Config {
             logger: Vec::new(),
             filters: FilterSpec::default(),
             sections: SensorSections::default(),
+            sensor_options: SensorOptions::default(),
             fingerprint: 0,
         };
         config.fingerprint = fingerprint(&config);
@@ -136,6 +140,48 @@ pub struct SensorSections {
     pub file_paths: Option<serde_json::Value>,
 }
 
+/// Sensor settings of the `watchpost` config section; every key is optional.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SensorOptions {
+    /// `file_hash_max_bytes`: files larger than this are not hashed in `win_file_events`
+    /// (`hashed = 0`). Default 64 MiB.
+    pub file_hash_max_bytes: u64,
+    /// `yara_scan_max_bytes`: files larger than this are not scanned. Default 64 MiB.
+    pub yara_scan_max_bytes: u64,
+    /// `yara_queue_len`: files waiting for a YARA scan; beyond it new files are counted as lost.
+    /// Default 1024.
+    pub yara_queue_len: u64,
+    /// `image_load_dedup`: how often an image load is recorded.
+    pub image_load_dedup: ImageLoadDedup,
+    /// `removable_media_loop_devices`: report loop devices in `win_removable_media_events` too
+    /// (they are not removable media; for tests and for hosts that mount images). Default false.
+    pub removable_media_loop_devices: bool,
+}
+
+impl Default for SensorOptions {
+    fn default() -> SensorOptions {
+        SensorOptions {
+            file_hash_max_bytes: 64 * 1024 * 1024,
+            yara_scan_max_bytes: 64 * 1024 * 1024,
+            yara_queue_len: 1024,
+            image_load_dedup: ImageLoadDedup::default(),
+            removable_media_loop_devices: false,
+        }
+    }
+}
+
+/// `watchpost.image_load_dedup`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ImageLoadDedup {
+    /// `"process"`: once per process instance and image (default).
+    #[default]
+    PerProcess,
+    /// `"image"`: once per image file system-wide, as the original did.
+    PerImage,
+    /// `"none"`: every executable mapping.
+    None,
+}
+
 /// Parses one config text; `source` names it in errors (a file path, or a config-plugin source).
 pub fn parse(source: &str, text: &str) -> Result<Config, ConfigErrors> {
     let parsed = read_source(source, text).map_err(ConfigErrors)?;
@@ -199,6 +245,7 @@ fn merge(source: String, parsed: Vec<SourceConfig>) -> Result<Config, Vec<Config
         if let Some(read_mode) = part.read_mode {
             config.read_mode = read_mode;
         }
+        part.sensor_options.apply_to(&mut config.sensor_options);
         if part.events_max.is_some() {
             config.events_max = part.events_max;
         }
@@ -247,6 +294,7 @@ fn merge(source: String, parsed: Vec<SourceConfig>) -> Result<Config, Vec<Config
 fn fingerprint(config: &Config) -> u64 {
     let mut hasher = DefaultHasher::new();
     config.read_mode.hash(&mut hasher);
+    config.sensor_options.hash(&mut hasher);
     config.events_max.hash(&mut hasher);
     config.events_expiry.hash(&mut hasher);
     config.logger.hash(&mut hasher);

@@ -10,7 +10,9 @@ use watchpost_catalog::{ReadMode, catalog};
 
 use crate::error::{ConfigError, Reporter};
 use crate::matcher::check_pattern;
-use crate::{ColumnFilter, FilterValue, SensorSections, TableFilters, WatchFile};
+use crate::{
+    ColumnFilter, FilterValue, ImageLoadDedup, SensorOptions, SensorSections, TableFilters, WatchFile,
+};
 
 /// What one source defines; `None` where the source does not mention a setting, so that merging
 /// several sources can tell "not set here" from "set to the default".
@@ -22,6 +24,37 @@ pub(crate) struct SourceConfig {
     pub logger: Option<Vec<WatchFile>>,
     pub filters: Vec<LocatedTable>,
     pub sections: SensorSections,
+    pub sensor_options: SensorOptionsPart,
+}
+
+/// The [`SensorOptions`] one source sets.
+#[derive(Default)]
+pub(crate) struct SensorOptionsPart {
+    file_hash_max_bytes: Option<u64>,
+    yara_scan_max_bytes: Option<u64>,
+    yara_queue_len: Option<u64>,
+    image_load_dedup: Option<ImageLoadDedup>,
+    removable_media_loop_devices: Option<bool>,
+}
+
+impl SensorOptionsPart {
+    pub fn apply_to(&self, options: &mut SensorOptions) {
+        if let Some(v) = self.file_hash_max_bytes {
+            options.file_hash_max_bytes = v;
+        }
+        if let Some(v) = self.yara_scan_max_bytes {
+            options.yara_scan_max_bytes = v;
+        }
+        if let Some(v) = self.yara_queue_len {
+            options.yara_queue_len = v;
+        }
+        if let Some(v) = self.image_load_dedup {
+            options.image_load_dedup = v;
+        }
+        if let Some(v) = self.removable_media_loop_devices {
+            options.removable_media_loop_devices = v;
+        }
+    }
 }
 
 /// A table's filters and where its key is, for naming both places when two sources clash.
@@ -84,6 +117,7 @@ pub(crate) fn read_source(source: &str, text: &str) -> Result<SourceConfig, Vec<
         logger: None,
         filters: Vec::new(),
         sections: SensorSections::default(),
+        sensor_options: SensorOptionsPart::default(),
     };
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for prop in &root.properties {
@@ -100,7 +134,7 @@ pub(crate) fn read_source(source: &str, text: &str) -> Result<SourceConfig, Vec<
         match key {
             FILTERS_KEY => config.filters = read_filters(&mut reporter, &prop.value),
             LOGGER_KEY => config.logger = read_logger(&mut reporter, &prop.value),
-            WATCHPOST_KEY => config.read_mode = read_watchpost(&mut reporter, &prop.value),
+            WATCHPOST_KEY => read_watchpost(&mut reporter, &prop.value, &mut config),
             OPTIONS_KEY => read_options(&mut reporter, &prop.value, &mut config),
             "win_include_paths" => config.sections.win_include_paths = Some(prop.value.clone().into()),
             "win_exclude_paths" => config.sections.win_exclude_paths = Some(prop.value.clone().into()),
@@ -173,25 +207,103 @@ fn read_count(reporter: &mut Reporter, path: &str, value: &Json, unit: &str, exa
     }
 }
 
-fn read_watchpost(reporter: &mut Reporter, value: &Json) -> Option<ReadMode> {
-    let object = expect_object(reporter, WATCHPOST_KEY, value, "{\"read_mode\": \"retain\"}")?;
-    let [read_mode] = known_fields(reporter, WATCHPOST_KEY, object, &["read_mode"]);
-    let prop = read_mode?;
-    let path = format!("{WATCHPOST_KEY}.read_mode");
-    match &prop.value {
-        Json::StringLit(s) if s.value == "retain" => Some(ReadMode::Retain),
-        Json::StringLit(s) if s.value == "drain" => Some(ReadMode::Drain),
-        Json::StringLit(s) => {
-            reporter.error(
-                s.range.start,
-                format!("{path}: unknown read mode {:?}; use \"retain\" (reads leave events in place) or \"drain\" (a read deletes what it returns)", s.value),
-            );
-            None
-        }
+const WATCHPOST_KEYS: [&str; 6] = [
+    "read_mode",
+    "file_hash_max_bytes",
+    "yara_scan_max_bytes",
+    "yara_queue_len",
+    "image_load_dedup",
+    "removable_media_loop_devices",
+];
+
+fn read_watchpost(reporter: &mut Reporter, value: &Json, config: &mut SourceConfig) {
+    let Some(object) = expect_object(reporter, WATCHPOST_KEY, value, "{\"read_mode\": \"retain\"}") else {
+        return;
+    };
+    let [read_mode, hash_max, scan_max, queue_len, dedup, loops] =
+        known_fields(reporter, WATCHPOST_KEY, object, &WATCHPOST_KEYS);
+    let path = |key: &str| format!("{WATCHPOST_KEY}.{key}");
+    if let Some(prop) = read_mode {
+        config.read_mode = read_choice(
+            reporter,
+            &path("read_mode"),
+            &prop.value,
+            &[
+                ("retain", ReadMode::Retain, "reads leave events in place"),
+                ("drain", ReadMode::Drain, "a read deletes what it returns"),
+            ],
+            "read mode",
+        );
+    }
+    let options = &mut config.sensor_options;
+    if let Some(prop) = hash_max {
+        options.file_hash_max_bytes =
+            read_count(reporter, &path("file_hash_max_bytes"), &prop.value, "bytes", "67108864");
+    }
+    if let Some(prop) = scan_max {
+        options.yara_scan_max_bytes =
+            read_count(reporter, &path("yara_scan_max_bytes"), &prop.value, "bytes", "67108864");
+    }
+    if let Some(prop) = queue_len {
+        options.yara_queue_len = read_count(reporter, &path("yara_queue_len"), &prop.value, "files", "1024");
+    }
+    if let Some(prop) = dedup {
+        options.image_load_dedup = read_choice(
+            reporter,
+            &path("image_load_dedup"),
+            &prop.value,
+            &[
+                ("process", ImageLoadDedup::PerProcess, "once per process and image"),
+                ("image", ImageLoadDedup::PerImage, "once per image file, system-wide"),
+                ("none", ImageLoadDedup::None, "every mapping"),
+            ],
+            "image load deduplication",
+        );
+    }
+    if let Some(prop) = loops {
+        options.removable_media_loop_devices = match &prop.value {
+            Json::BooleanLit(b) => Some(b.value),
+            other => {
+                reporter.error(
+                    other.start(),
+                    format!(
+                        "{}: must be true or false, found {}",
+                        path("removable_media_loop_devices"),
+                        kind_name(other)
+                    ),
+                );
+                None
+            }
+        };
+    }
+}
+
+/// One of the strings of `choices` (name, value, what it means), else an error listing them.
+fn read_choice<T: Copy>(
+    reporter: &mut Reporter,
+    path: &str,
+    value: &Json,
+    choices: &[(&str, T, &str)],
+    what: &str,
+) -> Option<T> {
+    let listed =
+        choices.iter().map(|(name, _, meaning)| format!("\"{name}\" ({meaning})")).collect::<Vec<_>>();
+    match value {
+        Json::StringLit(s) => match choices.iter().find(|(name, _, _)| *name == s.value) {
+            Some((_, choice, _)) => Some(*choice),
+            None => {
+                reporter.error(
+                    s.range.start,
+                    format!("{path}: unknown {what} {:?}; use {}", s.value, listed.join(" or ")),
+                );
+                None
+            }
+        },
         other => {
+            let names = choices.iter().map(|(name, _, _)| format!("\"{name}\"")).collect::<Vec<_>>();
             reporter.error(
                 other.start(),
-                format!("{path}: must be the string \"retain\" or \"drain\", found {}", kind_name(other)),
+                format!("{path}: must be the string {}, found {}", names.join(" or "), kind_name(other)),
             );
             None
         }

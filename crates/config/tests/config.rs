@@ -208,7 +208,7 @@ fn every_logger_watchpost_and_options_problem_is_reported_with_its_position() {
             format!("osquery.conf:8:33: {files}[1]: unknown key \"file_regex_patern\"; allowed keys: watch_file_path, file_regex_pattern"),
             format!("osquery.conf:10:9: {files}[3]: \"/var/log/b.log\" is already watched (at 9:9); list all its patterns in one entry"),
             "osquery.conf:14:30: watchpost.read_mode: unknown read mode \"keep\"; use \"retain\" (reads leave events in place) or \"drain\" (a read deletes what it returns)".into(),
-            "osquery.conf:14:38: watchpost: unknown key \"mode\"; allowed keys: read_mode".into(),
+            "osquery.conf:14:38: watchpost: unknown key \"mode\"; allowed keys: read_mode, file_hash_max_bytes, yara_scan_max_bytes, yara_queue_len, image_load_dedup, removable_media_loop_devices".into(),
             "osquery.conf:15:29: options.events_max: must be a whole number of events, e.g. 50000, found \"lots\"".into(),
             "osquery.conf:15:54: options.events_expiry: must be a whole number of seconds, e.g. 3600, found -5".into(),
         ]
@@ -370,4 +370,35 @@ also read (not used yet): file_paths
     let defaults = explain(&Config::default());
     assert!(defaults.contains("event filters: none (every event is kept)"), "{defaults}");
     assert!(defaults.contains("watched log files (win_logger_events): none"), "{defaults}");
+}
+
+#[test]
+fn sensor_options_are_read_from_the_watchpost_section_and_checked() {
+    let config = parse(
+        "osquery.conf",
+        r#"{"watchpost": {"file_hash_max_bytes": "1024", "yara_queue_len": 8, "image_load_dedup": "image", "removable_media_loop_devices": true,}}"#,
+    )
+    .unwrap();
+    let options = &config.sensor_options;
+    assert_eq!(options.file_hash_max_bytes, 1024);
+    assert_eq!(options.yara_queue_len, 8);
+    assert_eq!(options.yara_scan_max_bytes, 64 * 1024 * 1024, "unset keys keep their defaults");
+    assert_eq!(options.image_load_dedup, watchpost_config::ImageLoadDedup::PerImage);
+    assert!(options.removable_media_loop_devices);
+    assert_ne!(config.fingerprint, parse("b", "{}").unwrap().fingerprint, "options count as a change");
+
+    let errors = parse(
+        "osquery.conf",
+        r#"{"watchpost": {"image_load_dedup": "once", "removable_media_loop_devices": "yes", "yara_queue_len": -1}}"#,
+    )
+    .unwrap_err();
+    let messages: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        messages,
+        [
+            "osquery.conf:1:36: watchpost.image_load_dedup: unknown image load deduplication \"once\"; use \"process\" (once per process and image) or \"image\" (once per image file, system-wide) or \"none\" (every mapping)",
+            "osquery.conf:1:76: watchpost.removable_media_loop_devices: must be true or false, found a string",
+            "osquery.conf:1:101: watchpost.yara_queue_len: must be a whole number of files, e.g. 1024, found -1",
+        ]
+    );
 }

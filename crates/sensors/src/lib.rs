@@ -228,11 +228,19 @@ pub fn platform_sensors(config: &watchpost_config::Config) -> Vec<Box<dyn Sensor
     #[allow(unused_mut)] // Only Linux adds more.
     let mut sensors: Vec<Box<dyn Sensor>> = vec![Box::new(TailSensor::from_config(config))];
     #[cfg(target_os = "linux")]
-    sensors.extend([
-        Box::new(linux::removable_media::RemovableMediaSensor::default()) as Box<dyn Sensor>,
-        Box::new(linux::process_events::ProcessSensor::default()),
-        Box::new(linux::process_access::ProcessAccessSensor::default()),
-    ]);
+    {
+        let yara = linux::yara::YaraSensor::from_config(config);
+        let files = linux::files::FileSensor::from_config(config, yara.queue());
+        sensors.extend([
+            Box::new(linux::removable_media::RemovableMediaSensor::default()) as Box<dyn Sensor>,
+            Box::new(linux::process_events::ProcessSensor::default()),
+            Box::new(linux::process_access::ProcessAccessSensor::default()),
+            Box::new(linux::image_loads::ImageLoadSensor::from_config(config)),
+            Box::new(files),
+            Box::new(yara),
+            Box::new(linux::network::NetworkSensor::from_config(config)),
+        ]);
+    }
     sensors
 }
 
@@ -277,7 +285,19 @@ mod tests {
         let sensors = platform_sensors(&watchpost_config::Config::default());
         let names: Vec<&str> = sensors.iter().map(|s| s.name()).collect();
         #[cfg(target_os = "linux")]
-        assert_eq!(names, ["tail", "removable_media", "process", "process_access"]);
+        assert_eq!(
+            names,
+            [
+                "tail",
+                "removable_media",
+                "process",
+                "process_access",
+                "image_loads",
+                "files",
+                "yara",
+                "network"
+            ]
+        );
         #[cfg(windows)]
         assert_eq!(names, ["tail"]);
         assert_eq!(sensors[0].tables(), ["win_logger_events"]);

@@ -2,9 +2,12 @@
 
 pub(crate) mod bpf;
 pub mod epp;
+pub mod files;
+pub mod image_loads;
 pub mod mem_perf;
 pub mod msr;
 mod netlink;
+pub mod network;
 pub mod obfuscated_ps;
 pub mod proc_connector;
 pub mod process;
@@ -17,3 +20,4 @@ pub mod process_records;
 pub mod removable_media;
 mod sensor_thread;
 pub mod users;
+pub mod yara;
