@@ -1,0 +1,115 @@
+//! What the side-by-side benchmarks share: CPU time of a process, and Debian's auditd as the
+//! peer agent. The benchmarks run the release `watchpost daemon` through the end-to-end tests'
+//! `Daemon` helper (`tests/common.rs`).
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// User plus system CPU seconds `pid` has used so far (its threads included), from
+/// `/proc/PID/stat`; 0.0 when it cannot be read.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // Fields after the parenthesised command name, which may itself contain spaces.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { return 0.0 };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+    ticks as f64 / clock_ticks()
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf reads a constant and has no memory effects.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false)
+}
+
+/// Debian's auditd running in the foreground with `rules` loaded (auditctl syntax), logging to
+/// a temporary file; the rules are deleted and auditd stopped on drop.
+pub struct Auditd {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Auditd {
+    /// None (with the reason printed) when auditd is not installed or cannot start.
+    pub fn start(rules: &[&str]) -> Option<Auditd> {
+        let dir = tempfile::tempdir().ok()?;
+        let log = dir.path().join("audit.log");
+        let conf = dir.path().join("auditd.conf");
+        let settings = format!(
+            "log_file = {}\nlog_format = ENRICHED\nflush = INCREMENTAL_ASYNC\nfreq = 50\nmax_log_file = 1024\nmax_log_file_action = ROTATE\nnum_logs = 2\nspace_left = 1\nadmin_space_left = 1\ndisk_full_action = IGNORE\ndisk_error_action = IGNORE\n",
+            log.display()
+        );
+        std::fs::write(&conf, settings).ok()?;
+        let child = match Command::new("auditd")
+            .args(["-f", "-n", "-c"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) => {
+                eprintln!("auditd not available ({e}); install Debian's auditd for the side-by-side");
+                return None;
+            }
+        };
+        let auditd = Auditd { child, dir };
+        std::thread::sleep(Duration::from_secs(1));
+        auditctl(&["-D"]);
+        auditctl(&["-b", "8192"]);
+        for rule in rules {
+            let args: Vec<&str> = rule.split_whitespace().collect();
+            if !auditctl(&args) {
+                eprintln!("auditctl {rule} failed");
+                return None;
+            }
+        }
+        auditctl(&["-e", "1"]);
+        Some(auditd)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("audit.log")
+    }
+
+    /// Records the kernel dropped (`auditctl -s`'s `lost`).
+    pub fn lost() -> u64 {
+        let Ok(out) = Command::new("auditctl").arg("-s").output() else { return 0 };
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("lost ").and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Auditd {
+    fn drop(&mut self) {
+        auditctl(&["-D"]);
+        auditctl(&["-e", "0"]);
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+fn auditctl(args: &[&str]) -> bool {
+    Command::new("auditctl")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
