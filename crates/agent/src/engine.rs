@@ -45,6 +45,13 @@ impl Engine {
         }
     }
 
+    /// Hands a new config to the snapshot tables that have settings.
+    pub(crate) fn reconfigure_snapshots(&self, config: &watchpost_config::Config) {
+        for table in self.snapshots.values() {
+            table.reconfigure(config);
+        }
+    }
+
     fn read_events(&self, table: &Table, context: &QueryContext) -> Result<Vec<Row>, GenerateError> {
         let mode = **self.read_mode.load();
         let query = ReadQuery::from_context(context, unix_now(), mode)?;

@@ -119,7 +119,7 @@ impl Agent {
         let (pipeline, writer) = Pipeline::start(filters, Arc::clone(&store))?;
         let engine = Arc::new(Engine::new(
             Arc::clone(&store),
-            watchpost_sensors::platform_snapshots(),
+            watchpost_sensors::platform_snapshots(&config),
             config.read_mode,
             Arc::clone(pipeline.stats()),
             Arc::clone(&config_error),
@@ -282,6 +282,7 @@ impl Reloader {
         self.store.set_limits(limits(&config, &fetched.core_options, &options));
         self.pipeline.swap_filters(filters);
         self.engine.read_mode.store(Arc::new(config.read_mode));
+        self.engine.reconfigure_snapshots(&config);
         self.config_error.clear();
         for sensor in &mut running.sensors {
             if let Err(e) = sensor.reconfigure(&config) {

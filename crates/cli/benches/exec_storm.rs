@@ -1,4 +1,9 @@
-//! (placeholder: being written)
+//! Exec storm, side by side (issue 4): spawn+exec+wait of `/bin/true MARKER` for a fixed time,
+//! without an agent, with the release `watchpost daemon` (every Linux sensor on), with Debian's
+//! auditd and an execve rule as the peer, and without an agent again. Prints the exec rates and
+//! their ratios, CPU seconds per 1,000 execs of watchpost and of auditd, and what each lost.
+//!
+//! `cargo bench -p watchpost --bench exec_storm [-- SECONDS]` as root (default 5 s per phase).
 
 #[cfg(target_os = "linux")]
 #[path = "../tests/common.rs"]
@@ -8,8 +13,137 @@ mod support;
 
 #[cfg(target_os = "linux")]
 fn main() {
-    let _ = support::cpu_seconds(std::process::id());
-    let _ = common::BIN;
+    use std::time::Duration;
+
+    if !support::is_root() {
+        eprintln!("SKIPPED: the exec storm needs root (BPF sensors, auditd)");
+        return;
+    }
+    let seconds: u64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(5);
+    let phase = Duration::from_secs(seconds);
+    let marker = format!("WPSTORM{}", std::process::id());
+
+    let before = storm(phase, &format!("{marker}-none1"));
+    println!("without agent:   {:>7.0} execs/s ({} execs)", before.rate(), before.execs);
+
+    let daemon = common::Daemon::start(&common::logger_config(""));
+    let pid = daemon.child.as_ref().map_or(0, |c| c.id());
+    wait_running(&daemon, "win_process_events");
+    let tag = format!("{marker}-agent");
+    let cpu_before = support::cpu_seconds(pid);
+    let with_agent = storm(phase, &tag);
+    // Let the sensor and the store writer finish with the storm before reading CPU and rows.
+    let stored = settle(|| {
+        let sql = format!(
+            "SELECT count(*) AS n FROM win_process_events WHERE action = 'PROC_CREATE' AND path = '/usr/bin/true' AND cmdline LIKE '%{tag}%'"
+        );
+        common::text(&daemon.rows(&sql)[0], "n").parse().unwrap_or(0)
+    });
+    let agent_cpu = support::cpu_seconds(pid) - cpu_before;
+    let status = daemon.rows("SELECT lost FROM watchpost_status WHERE table_name = 'win_process_events'");
+    let agent_lost = status.first().map(|r| common::text(r, "lost")).unwrap_or_default();
+    drop(daemon);
+    println!(
+        "with watchpost:  {:>7.0} execs/s ({} execs); {stored} PROC_CREATE rows stored, kernel lost {agent_lost}",
+        with_agent.rate(),
+        with_agent.execs
+    );
+
+    let audit = support::Auditd::start(&["-a always,exit -F arch=b64 -S execve,execveat -k wpstorm"]);
+    let mut audit_line = None;
+    if let Some(auditd) = &audit {
+        let lost_before = support::Auditd::lost();
+        let tag = format!("{marker}-audit");
+        let cpu_before = support::cpu_seconds(auditd.pid());
+        let run = storm(phase, &tag);
+        let records = settle(|| {
+            std::fs::read_to_string(auditd.log_path())
+                .map(|log| {
+                    log.lines().filter(|l| l.contains("type=EXECVE") && l.contains(&tag)).count() as u64
+                })
+                .unwrap_or(0)
+        });
+        let cpu = support::cpu_seconds(auditd.pid()) - cpu_before;
+        let lost = support::Auditd::lost().saturating_sub(lost_before);
+        println!(
+            "with auditd:     {:>7.0} execs/s ({} execs); {records} EXECVE records logged, kernel lost {lost}",
+            run.rate(),
+            run.execs
+        );
+        audit_line = Some((run, cpu));
+    }
+    drop(audit);
+
+    let after = storm(phase, &format!("{marker}-none2"));
+    println!("without agent:   {:>7.0} execs/s ({} execs)", after.rate(), after.execs);
+
+    let baseline = (before.rate() + after.rate()) / 2.0;
+    println!();
+    println!("exec rate with watchpost / without: {:.2}", with_agent.rate() / baseline);
+    let agent_per_1000 = agent_cpu / with_agent.execs.max(1) as f64 * 1000.0;
+    println!("watchpost CPU: {agent_cpu:.2} s, {agent_per_1000:.3} s per 1,000 execs");
+    if let Some((run, cpu)) = audit_line {
+        let audit_per_1000 = cpu / run.execs.max(1) as f64 * 1000.0;
+        println!("exec rate with auditd / without:    {:.2}", run.rate() / baseline);
+        println!("auditd CPU:    {cpu:.2} s, {audit_per_1000:.3} s per 1,000 execs");
+        if audit_per_1000 > 0.0 {
+            println!("watchpost CPU / auditd CPU per exec: {:.2}", agent_per_1000 / audit_per_1000);
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+struct Storm {
+    execs: u64,
+    elapsed: std::time::Duration,
+}
+
+#[cfg(target_os = "linux")]
+impl Storm {
+    fn rate(&self) -> f64 {
+        self.execs as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Spawns, execs and waits for `/bin/true TAG-N` until `length` has passed.
+#[cfg(target_os = "linux")]
+fn storm(length: std::time::Duration, tag: &str) -> Storm {
+    let start = std::time::Instant::now();
+    let mut execs = 0;
+    while start.elapsed() < length {
+        let status = std::process::Command::new("/bin/true").arg(format!("{tag}-{execs}")).status();
+        if status.is_ok_and(|s| s.success()) {
+            execs += 1;
+        }
+    }
+    Storm { execs, elapsed: start.elapsed() }
+}
+
+/// Polls `count` until it stops growing (the consumer has caught up), then returns it.
+#[cfg(target_os = "linux")]
+fn settle(mut count: impl FnMut() -> u64) -> u64 {
+    let mut last = count();
+    for _ in 0..30 {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let now = count();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
+#[cfg(target_os = "linux")]
+fn wait_running(daemon: &common::Daemon, table: &str) {
+    let sql = format!("SELECT state FROM watchpost_status WHERE table_name = '{table}'");
+    let running = common::wait_for(std::time::Duration::from_secs(30), || {
+        let rows = daemon.rows(&sql);
+        rows.first().filter(|r| common::text(r, "state") == "running").map(|_| ())
+    });
+    if running.is_none() {
+        eprintln!("warning: {table} is not running: {:?}", daemon.rows(&sql));
+    }
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -156,6 +156,20 @@ pub struct SensorOptions {
     /// `removable_media_loop_devices`: report loop devices in `win_removable_media_events` too
     /// (they are not removable media; for tests and for hosts that mount images). Default false.
     pub removable_media_loop_devices: bool,
+    /// `powershell_log`: where `win_obfuscated_ps` reads PowerShell script-block logs.
+    pub powershell_log: PowerShellLog,
+}
+
+/// `watchpost.powershell_log`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum PowerShellLog {
+    /// `"auto"`: the first of `/var/log/syslog`, `/var/log/messages`, the journal (default).
+    #[default]
+    Auto,
+    /// `"journal"`: the systemd journal.
+    Journal,
+    /// An absolute path: a syslog-format file.
+    File(String),
 }
 
 impl Default for SensorOptions {
@@ -166,6 +180,7 @@ impl Default for SensorOptions {
             yara_queue_len: 1024,
             image_load_dedup: ImageLoadDedup::default(),
             removable_media_loop_devices: false,
+            powershell_log: PowerShellLog::Auto,
         }
     }
 }

@@ -11,7 +11,8 @@ use watchpost_catalog::{ReadMode, catalog};
 use crate::error::{ConfigError, Reporter};
 use crate::matcher::check_pattern;
 use crate::{
-    ColumnFilter, FilterValue, ImageLoadDedup, SensorOptions, SensorSections, TableFilters, WatchFile,
+    ColumnFilter, FilterValue, ImageLoadDedup, PowerShellLog, SensorOptions, SensorSections, TableFilters,
+    WatchFile,
 };
 
 /// What one source defines; `None` where the source does not mention a setting, so that merging
@@ -35,6 +36,7 @@ pub(crate) struct SensorOptionsPart {
     yara_queue_len: Option<u64>,
     image_load_dedup: Option<ImageLoadDedup>,
     removable_media_loop_devices: Option<bool>,
+    powershell_log: Option<PowerShellLog>,
 }
 
 impl SensorOptionsPart {
@@ -53,6 +55,9 @@ impl SensorOptionsPart {
         }
         if let Some(v) = self.removable_media_loop_devices {
             options.removable_media_loop_devices = v;
+        }
+        if let Some(v) = &self.powershell_log {
+            options.powershell_log = v.clone();
         }
     }
 }
@@ -207,20 +212,21 @@ fn read_count(reporter: &mut Reporter, path: &str, value: &Json, unit: &str, exa
     }
 }
 
-const WATCHPOST_KEYS: [&str; 6] = [
+const WATCHPOST_KEYS: [&str; 7] = [
     "read_mode",
     "file_hash_max_bytes",
     "yara_scan_max_bytes",
     "yara_queue_len",
     "image_load_dedup",
     "removable_media_loop_devices",
+    "powershell_log",
 ];
 
 fn read_watchpost(reporter: &mut Reporter, value: &Json, config: &mut SourceConfig) {
     let Some(object) = expect_object(reporter, WATCHPOST_KEY, value, "{\"read_mode\": \"retain\"}") else {
         return;
     };
-    let [read_mode, hash_max, scan_max, queue_len, dedup, loops] =
+    let [read_mode, hash_max, scan_max, queue_len, dedup, loops, powershell_log] =
         known_fields(reporter, WATCHPOST_KEY, object, &WATCHPOST_KEYS);
     let path = |key: &str| format!("{WATCHPOST_KEY}.{key}");
     if let Some(prop) = read_mode {
@@ -269,6 +275,36 @@ fn read_watchpost(reporter: &mut Reporter, value: &Json, config: &mut SourceConf
                     format!(
                         "{}: must be true or false, found {}",
                         path("removable_media_loop_devices"),
+                        kind_name(other)
+                    ),
+                );
+                None
+            }
+        };
+    }
+    if let Some(prop) = powershell_log {
+        let key = path("powershell_log");
+        options.powershell_log = match &prop.value {
+            Json::StringLit(s) if s.value == "auto" => Some(PowerShellLog::Auto),
+            Json::StringLit(s) if s.value == "journal" => Some(PowerShellLog::Journal),
+            Json::StringLit(s) if s.value.starts_with('/') || s.value.contains(":\\") => {
+                Some(PowerShellLog::File(s.value.to_string()))
+            }
+            Json::StringLit(s) => {
+                reporter.error(
+                    s.range.start,
+                    format!(
+                        "{key}: {:?} is neither \"auto\", \"journal\" nor an absolute path of a syslog file",
+                        s.value
+                    ),
+                );
+                None
+            }
+            other => {
+                reporter.error(
+                    other.start(),
+                    format!(
+                        "{key}: must be \"auto\", \"journal\" or an absolute file path, found {}",
                         kind_name(other)
                     ),
                 );

@@ -208,7 +208,7 @@ fn every_logger_watchpost_and_options_problem_is_reported_with_its_position() {
             format!("osquery.conf:8:33: {files}[1]: unknown key \"file_regex_patern\"; allowed keys: watch_file_path, file_regex_pattern"),
             format!("osquery.conf:10:9: {files}[3]: \"/var/log/b.log\" is already watched (at 9:9); list all its patterns in one entry"),
             "osquery.conf:14:30: watchpost.read_mode: unknown read mode \"keep\"; use \"retain\" (reads leave events in place) or \"drain\" (a read deletes what it returns)".into(),
-            "osquery.conf:14:38: watchpost: unknown key \"mode\"; allowed keys: read_mode, file_hash_max_bytes, yara_scan_max_bytes, yara_queue_len, image_load_dedup, removable_media_loop_devices".into(),
+            "osquery.conf:14:38: watchpost: unknown key \"mode\"; allowed keys: read_mode, file_hash_max_bytes, yara_scan_max_bytes, yara_queue_len, image_load_dedup, removable_media_loop_devices, powershell_log".into(),
             "osquery.conf:15:29: options.events_max: must be a whole number of events, e.g. 50000, found \"lots\"".into(),
             "osquery.conf:15:54: options.events_expiry: must be a whole number of seconds, e.g. 3600, found -5".into(),
         ]

@@ -192,6 +192,8 @@ pub trait SnapshotTable: Send + Sync {
     fn availability(&self) -> Result<(), String> {
         Ok(())
     }
+    /// Puts a new config in force (most tables have no settings).
+    fn reconfigure(&self, _config: &watchpost_config::Config) {}
 }
 
 /// The catalog entry of a table a sensor of this crate serves.
@@ -232,7 +234,7 @@ pub fn platform_sensors(config: &watchpost_config::Config) -> Vec<Box<dyn Sensor
         let yara = linux::yara::YaraSensor::from_config(config);
         let files = linux::files::FileSensor::from_config(config, yara.queue());
         sensors.extend([
-            Box::new(linux::removable_media::RemovableMediaSensor::default()) as Box<dyn Sensor>,
+            Box::new(linux::removable_media::RemovableMediaSensor::from_config(config)) as Box<dyn Sensor>,
             Box::new(linux::process_events::ProcessSensor::default()),
             Box::new(linux::process_access::ProcessAccessSensor::default()),
             Box::new(linux::image_loads::ImageLoadSensor::from_config(config)),
@@ -244,8 +246,8 @@ pub fn platform_sensors(config: &watchpost_config::Config) -> Vec<Box<dyn Sensor
     sensors
 }
 
-/// The snapshot tables this platform has.
-pub fn platform_snapshots() -> Vec<Box<dyn SnapshotTable>> {
+/// The snapshot tables this platform has, configured from `config`.
+pub fn platform_snapshots(config: &watchpost_config::Config) -> Vec<Box<dyn SnapshotTable>> {
     #[allow(unused_mut)] // Only Linux adds more.
     let mut tables: Vec<Box<dyn SnapshotTable>> = vec![Box::new(common::mem_perf::MemPerf)];
     #[cfg(target_os = "linux")]
@@ -254,7 +256,7 @@ pub fn platform_snapshots() -> Vec<Box<dyn SnapshotTable>> {
         Box::new(linux::process_perf::ProcessPerf::default()),
         Box::new(linux::msr::MsrTable::default()),
         Box::new(linux::epp::EppTable::default()),
-        Box::new(linux::obfuscated_ps::ObfuscatedPs::default()),
+        Box::new(linux::obfuscated_ps::ObfuscatedPs::from_config(config)),
     ]);
     tables
 }
@@ -301,7 +303,7 @@ mod tests {
         #[cfg(windows)]
         assert_eq!(names, ["tail"]);
         assert_eq!(sensors[0].tables(), ["win_logger_events"]);
-        let snapshots = platform_snapshots();
+        let snapshots = platform_snapshots(&watchpost_config::Config::default());
         let tables: Vec<&str> = snapshots.iter().map(|s| s.table()).collect();
         #[cfg(target_os = "linux")]
         assert_eq!(

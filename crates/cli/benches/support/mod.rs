@@ -28,11 +28,13 @@ fn clock_ticks() -> f64 {
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
-/// Debian's auditd running in the foreground with `rules` loaded (auditctl syntax), logging to
+/// Debian's auditd running as our child (`-n`, no fork) with `rules` loaded (auditctl syntax), logging to
 /// a temporary file; the rules are deleted and auditd stopped on drop.
 pub struct Auditd {
     child: Child,
@@ -46,12 +48,12 @@ impl Auditd {
         let log = dir.path().join("audit.log");
         let conf = dir.path().join("auditd.conf");
         let settings = format!(
-            "log_file = {}\nlog_format = ENRICHED\nflush = INCREMENTAL_ASYNC\nfreq = 50\nmax_log_file = 1024\nmax_log_file_action = ROTATE\nnum_logs = 2\nspace_left = 1\nadmin_space_left = 1\ndisk_full_action = IGNORE\ndisk_error_action = IGNORE\n",
+            "log_file = {}\nlog_format = ENRICHED\nflush = INCREMENTAL_ASYNC\nfreq = 50\nmax_log_file = 1024\nmax_log_file_action = ROTATE\nnum_logs = 2\nspace_left = 2\nadmin_space_left = 1\ndisk_full_action = IGNORE\ndisk_error_action = IGNORE\n",
             log.display()
         );
         std::fs::write(&conf, settings).ok()?;
         let child = match Command::new("auditd")
-            .args(["-f", "-n", "-c"])
+            .args(["-n", "-c"])
             .arg(dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

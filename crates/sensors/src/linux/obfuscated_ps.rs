@@ -2,7 +2,7 @@
 //! and scored (see [`crate::common::ps_log`] for the log format and
 //! [`crate::common::obfuscation`] for the score).
 //!
-//! Where the logs are read ([`PsLogSource`]): a given syslog file, the journal
+//! Where the logs are read ([`PsLogSource`], set by `watchpost.powershell_log`): a given syslog file, the journal
 //! (`journalctl -o json SYSLOG_IDENTIFIER=powershell`), or, by default, the first that exists of
 //! `/var/log/syslog`, `/var/log/messages`, then the journal. Each query reads the log anew: the
 //! last [`MAX_LOG_BYTES`] of the file (rotated files are not read), or the whole journal.
@@ -15,8 +15,10 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::RwLock;
 
 use watchpost_catalog::{GenerateError, QueryContext, Row, Value};
+use watchpost_config::PowerShellLog;
 
 use crate::common::obfuscation::assess;
 use crate::common::ps_log::{ScriptBlockPart, parse_journal_entry, parse_syslog_line, reassemble};
@@ -45,9 +47,10 @@ pub enum PsLogSource {
 }
 
 /// The `win_obfuscated_ps` snapshot table.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct ObfuscatedPs {
-    source: PsLogSource,
+    /// `watchpost.powershell_log`; a config reload replaces it.
+    source: RwLock<PsLogSource>,
     identifier: String,
 }
 
@@ -63,19 +66,25 @@ fn journal_present() -> bool {
 
 impl ObfuscatedPs {
     pub fn new(source: PsLogSource, identifier: impl Into<String>) -> ObfuscatedPs {
-        ObfuscatedPs { source, identifier: identifier.into() }
+        ObfuscatedPs { source: RwLock::new(source), identifier: identifier.into() }
+    }
+
+    /// The table reading where the config's `watchpost.powershell_log` says.
+    pub fn from_config(config: &watchpost_config::Config) -> ObfuscatedPs {
+        ObfuscatedPs::new(configured_source(config), DEFAULT_IDENTIFIER)
     }
 
     /// The source [`PsLogSource::Auto`] stands for now; `None` when there is none.
     fn resolve(&self) -> Option<PsLogSource> {
-        match &self.source {
+        let source = self.source.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        match source {
             PsLogSource::Auto => SYSLOG_FILES
                 .iter()
                 .map(PathBuf::from)
                 .find(|path| path.is_file())
                 .map(PsLogSource::File)
                 .or_else(|| journal_present().then_some(PsLogSource::Journal)),
-            other => Some(other.clone()),
+            other => Some(other),
         }
     }
 
@@ -105,6 +114,14 @@ impl ObfuscatedPs {
     }
 }
 
+fn configured_source(config: &watchpost_config::Config) -> PsLogSource {
+    match &config.sensor_options.powershell_log {
+        PowerShellLog::Auto => PsLogSource::Auto,
+        PowerShellLog::Journal => PsLogSource::Journal,
+        PowerShellLog::File(path) => PsLogSource::File(PathBuf::from(path)),
+    }
+}
+
 /// The last `max` bytes of the file, from the first complete line on.
 fn read_tail(path: &Path, max: u64) -> std::io::Result<String> {
     let mut file = std::fs::File::open(path)?;
@@ -123,6 +140,10 @@ fn read_tail(path: &Path, max: u64) -> std::io::Result<String> {
 impl SnapshotTable for ObfuscatedPs {
     fn table(&self) -> &'static str {
         TABLE
+    }
+
+    fn reconfigure(&self, config: &watchpost_config::Config) {
+        *self.source.write().unwrap_or_else(std::sync::PoisonError::into_inner) = configured_source(config);
     }
 
     fn availability(&self) -> Result<(), String> {

@@ -30,6 +30,8 @@ const RECEIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(25
 /// The removable media sensor.
 pub struct RemovableMediaSensor {
     options: MediaOptions,
+    /// `watchpost.removable_media_loop_devices`, shared with the thread so a reload applies it.
+    report_loop_devices: Arc<AtomicBool>,
     running: Option<SensorThread>,
 }
 
@@ -40,9 +42,18 @@ impl Default for RemovableMediaSensor {
 }
 
 impl RemovableMediaSensor {
-    /// A sensor with test switches (see [`MediaOptions`]); production uses `default()`.
+    /// A sensor set up by the config's `watchpost.removable_media_loop_devices`.
+    pub fn from_config(config: &watchpost_config::Config) -> RemovableMediaSensor {
+        RemovableMediaSensor::with_options(MediaOptions {
+            report_loop_devices: config.sensor_options.removable_media_loop_devices,
+            accept_synthetic: false,
+        })
+    }
+
+    /// A sensor with test switches (see [`MediaOptions`]).
     pub fn with_options(options: MediaOptions) -> RemovableMediaSensor {
-        RemovableMediaSensor { options, running: None }
+        let report_loop_devices = Arc::new(AtomicBool::new(options.report_loop_devices));
+        RemovableMediaSensor { options, report_loop_devices, running: None }
     }
 }
 
@@ -90,6 +101,7 @@ struct Worker {
     ctx: SensorContext,
     columns: Columns,
     options: MediaOptions,
+    report_loop_devices: Arc<AtomicBool>,
     socket: OwnedFd,
     stop: Arc<AtomicBool>,
 }
@@ -119,9 +131,13 @@ impl Worker {
         }
     }
 
+    fn options(&self) -> MediaOptions {
+        MediaOptions { report_loop_devices: self.report_loop_devices.load(Ordering::Relaxed), ..self.options }
+    }
+
     fn handle(&self, message: &[u8], sender: u32) {
         let Some(event) = parse_uevent(message) else { return };
-        if !is_trusted(&event, sender, self.options) {
+        if !is_trusted(&event, sender, self.options()) {
             log::debug!(
                 "sensor {NAME}: ignored untrusted uevent {} {} from port {sender}",
                 event.action,
@@ -140,7 +156,7 @@ impl Worker {
         // Reading sysfs only for the disks that need it.
         let needs_removable = event.action == "add" && event.var("DEVTYPE") == Some("disk");
         let removable = if needs_removable { removable(&event.devpath) } else { None };
-        media_action(event, removable, self.options)
+        media_action(event, removable, self.options())
     }
 }
 
@@ -163,8 +179,14 @@ impl Sensor for RemovableMediaSensor {
         })?;
         ctx.health.set_mode("netlink");
         let stop = Arc::new(AtomicBool::new(false));
-        let worker =
-            Worker { ctx: ctx.clone(), columns, options: self.options, socket, stop: Arc::clone(&stop) };
+        let worker = Worker {
+            ctx: ctx.clone(),
+            columns,
+            options: self.options,
+            report_loop_devices: Arc::clone(&self.report_loop_devices),
+            socket,
+            stop: Arc::clone(&stop),
+        };
         let thread = std::thread::Builder::new()
             .name("watchpost-uevent".into())
             .spawn(move || worker.run())
@@ -173,8 +195,8 @@ impl Sensor for RemovableMediaSensor {
         Ok(())
     }
 
-    fn reconfigure(&mut self, _config: &watchpost_config::Config) -> Result<(), SensorError> {
-        // Nothing of the config applies to this sensor.
+    fn reconfigure(&mut self, config: &watchpost_config::Config) -> Result<(), SensorError> {
+        self.report_loop_devices.store(config.sensor_options.removable_media_loop_devices, Ordering::Relaxed);
         Ok(())
     }
 
