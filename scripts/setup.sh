@@ -10,6 +10,7 @@ packages=(
   clang libelf-dev zlib1g-dev                            # BPF sensors (libbpf-rs)
   dnsmasq-base                                           # loopback DNS server for network tests
   clamav                                                 # a real endpoint-protection product for win_epp_table tests
+  auditd                                                 # the peer agent of the side-by-side benchmarks
   gcc-mingw-w64-x86-64-posix wine64                      # Windows cross-build and tests
 )
 missing=()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Every test watchpost has: formatting, lints, Linux unit and end-to-end tests (the sensor
-# tests that need root skip with a message when not root; CI runs as root), the benchmark
-# smoke run, and the Windows build and unit tests under Wine. `.ci/run` runs exactly this.
+# Every test watchpost has: formatting, lints (which also build the benchmarks), Linux unit and
+# end-to-end tests (the sensor tests that need root skip with a message when not root; CI runs
+# as root), and the Windows build and unit tests under Wine. `.ci/run` runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh

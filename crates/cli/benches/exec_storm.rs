@@ -49,6 +49,28 @@ fn main() {
         with_agent.execs
     );
 
+    // The same with the storm's executable excluded by a filter: what is left is the cost of
+    // capturing, decoding and judging each exec, the most a kernel-side exclusion could save.
+    let excluded = common::Daemon::start(&common::logger_config(
+        r#""plgx_event_filters": {"win_process_events": {"path": {"exclude": {"values": ["/usr/bin/true"]}}}},"#,
+    ));
+    let pid = excluded.child.as_ref().map_or(0, |c| c.id());
+    wait_running(&excluded, "win_process_events");
+    let cpu_before = support::cpu_seconds(pid);
+    let filtered_run = storm(phase, &format!("{marker}-filtered"));
+    settle(|| {
+        let rows = excluded.rows("SELECT filtered FROM watchpost_status WHERE table_name = 'win_process_events'");
+        rows.first().and_then(|r| common::text(r, "filtered").parse().ok()).unwrap_or(0)
+    });
+    let filtered_cpu = support::cpu_seconds(pid) - cpu_before;
+    drop(excluded);
+    let filtered_per_1000 = filtered_cpu / filtered_run.execs.max(1) as f64 * 1000.0;
+    println!(
+        "with watchpost, /usr/bin/true excluded: {:>7.0} execs/s ({} execs); CPU {filtered_per_1000:.3} s per 1,000 execs",
+        filtered_run.rate(),
+        filtered_run.execs
+    );
+
     let audit = support::Auditd::start(&["-a always,exit -F arch=b64 -S execve,execveat -k wpstorm"]);
     let mut audit_line = None;
     if let Some(auditd) = &audit {

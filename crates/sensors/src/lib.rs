@@ -9,12 +9,14 @@
 //! Portable sensors and the platform-independent halves of the others (decoders, scorers, data
 //! tables) live in `common/`: the log tailer behind `win_logger_events`, MSR decoding, the
 //! endpoint-protection product list, PowerShell log parsing and obfuscation scoring, uevent
-//! decoding. Platform code lives in `linux/` (`win_mem_perf`, `win_process_handles`,
-//! `win_process_perf`, `win_msr`, `win_epp_table`, `win_obfuscated_ps`, the
-//! `win_removable_media_events` sensor, the BPF `process` sensor behind `win_process_events`
-//! with the shared process cache, and the BPF `process_access` sensor behind
-//! `win_process_open_events` and `win_remote_thread_events`) and `windows/` (`win_mem_perf`). [`platform_sensors`]
-//! and [`platform_snapshots`] list what this build offers.
+//! decoding. Platform code lives in `linux/` and `windows/`. On Linux: BPF sensors for process
+//! events (`process_events`, with the shared `process_cache` every other sensor attributes
+//! with), process access (`process_access`) and sockets, DNS and HTTP (`network`, with packet
+//! capture); perf side-band records for image loads (`image_loads`); fanotify for file events,
+//! timestomping and new executables (`files`), which feeds the YARA scanner (`yara`); uevents
+//! for removable media; and the procfs/devfs snapshot tables. [`platform_sensors`] and
+//! [`platform_snapshots`] list what this build offers. User-facing descriptions of each source
+//! are in `docs/` (process-telemetry, file-monitoring, yara, network).
 
 use std::fmt;
 use std::sync::Arc;
@@ -238,8 +240,9 @@ pub fn platform_sensors(config: &watchpost_config::Config) -> Vec<Box<dyn Sensor
             Box::new(linux::process_events::ProcessSensor::default()),
             Box::new(linux::process_access::ProcessAccessSensor::default()),
             Box::new(linux::image_loads::ImageLoadSensor::from_config(config)),
-            Box::new(files),
+            // Before the file sensor: on a reload it asks the YARA sensor for its new roots.
             Box::new(yara),
+            Box::new(files),
             Box::new(linux::network::NetworkSensor::from_config(config)),
         ]);
     }
@@ -247,6 +250,7 @@ pub fn platform_sensors(config: &watchpost_config::Config) -> Vec<Box<dyn Sensor
 }
 
 /// The snapshot tables this platform has, configured from `config`.
+#[cfg_attr(not(target_os = "linux"), allow(unused_variables))] // Only Linux tables have settings.
 pub fn platform_snapshots(config: &watchpost_config::Config) -> Vec<Box<dyn SnapshotTable>> {
     #[allow(unused_mut)] // Only Linux adds more.
     let mut tables: Vec<Box<dyn SnapshotTable>> = vec![Box::new(common::mem_perf::MemPerf)];
@@ -295,8 +299,8 @@ mod tests {
                 "process",
                 "process_access",
                 "image_loads",
-                "files",
                 "yara",
+                "files",
                 "network"
             ]
         );

@@ -1,8 +1,9 @@
 //! The process access sensor end to end (Linux, as root): a Python helper (ctypes) attaches to
-//! a `sleep` child with ptrace, writes a word of its code back unchanged with PTRACE_POKETEXT,
-//! and reads and rewrites bytes of its libc data with process_vm_readv/writev. The rows must
-//! name the helper, the target, the access and the module written to. The process sensor runs
-//! alongside on the same process cache, as in the agent.
+//! a `sleep` child with ptrace, writes a word of its code back unchanged with PTRACE_POKETEXT
+//! (once in sleep's own text, once at libc's `qsort`), reads and rewrites bytes of its libc data
+//! with process_vm_readv/writev, and opens its `/proc/PID/mem` for reading, writing and both.
+//! The rows must name the helper, the target, the access, and the module and function written
+//! to. The process sensor runs alongside on the same process cache, as in the agent.
 #![cfg(target_os = "linux")]
 
 use std::process::Command;
@@ -17,7 +18,7 @@ use watchpost_sensors::{EventSink, Sensor, SensorContext, SensorHealth};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Prints `SLEEP_PID TEXT_ADDRESS DATA_ADDRESS LIBC_PATH`.
+/// Prints `SLEEP_PID TEXT_ADDRESS DATA_ADDRESS LIBC_PATH QSORT_ADDRESS`.
 const HELPER: &str = r#"
 import ctypes, os, subprocess, sys
 libc = ctypes.CDLL(None, use_errno=True)
@@ -48,13 +49,21 @@ maps = [line.split() for line in open(f"/proc/{pid}/maps")]
 data, libc_path = [(int(m[0].split("-")[0], 16), m[-1]) for m in maps if m[1] == "rw-p" and "libc.so" in m[-1]][-1]
 word = libc.ptrace(1, pid, text, None) & (2**64 - 1)
 assert libc.ptrace(4, pid, text, word) == 0, "PTRACE_POKETEXT"
+# qsort in the target: its offset in this process's libc (the same file) from the target's base.
+def libc_base(maps_path):
+    return min(int(line.split()[0].split("-")[0], 16) for line in open(maps_path) if line.split()[-1] == libc_path)
+qsort = ctypes.cast(libc.qsort, ctypes.c_void_p).value - libc_base("/proc/self/maps") + libc_base(f"/proc/{pid}/maps")
+word = libc.ptrace(1, pid, qsort, None) & (2**64 - 1)
+assert libc.ptrace(4, pid, qsort, word) == 0, "PTRACE_POKETEXT at qsort"
 buffer = ctypes.create_string_buffer(16)
 local, remote = iovec(ctypes.addressof(buffer), 16), iovec(data, 16)
 assert libc.process_vm_readv(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0) == 16
 assert libc.process_vm_writev(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0) == 16
 libc.ptrace(17, pid, None, None)
+for mode in (os.O_RDONLY, os.O_WRONLY, os.O_RDWR):
+    os.close(os.open(f"/proc/{pid}/mem", mode))
 # The target lives on (the test kills it): module names are resolved from its live mappings.
-print(pid, hex(text), hex(data), libc_path)
+print(pid, hex(text), hex(data), libc_path, hex(qsort))
 "#;
 
 #[derive(Default)]
@@ -147,7 +156,7 @@ fn ptrace_and_process_vm_access_are_reported_with_the_module_written() {
             .into_iter()
             .filter(|r| r[2] == sleep_pid)
             .collect();
-        if (opens.len() >= 3 && threads.len() >= 2) || start.elapsed() > DEADLINE {
+        if (opens.len() >= 6 && threads.len() >= 3) || start.elapsed() > DEADLINE {
             break (opens, threads);
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -160,7 +169,17 @@ fn ptrace_and_process_vm_access_are_reported_with_the_module_written() {
     let python = std::fs::canonicalize("/usr/bin/python3").unwrap().to_str().unwrap().to_string();
     let sleep = std::fs::canonicalize("/bin/sleep").unwrap().to_str().unwrap().to_string();
     let accesses: Vec<(&str, &str)> = opens.iter().map(|r| (r[5].as_str(), r[6].as_str())).collect();
-    assert_eq!(accesses, [("PTRACE_ATTACH", "0x10000"), ("VM_READ", "0x10"), ("VM_WRITE", "0x20")]);
+    assert_eq!(
+        accesses,
+        [
+            ("PTRACE_ATTACH", "0x10000"),
+            ("VM_READ", "0x10"),
+            ("VM_WRITE", "0x20"),
+            ("PROC_MEM_READ", "0x40000"),
+            ("PROC_MEM_WRITE", "0x80000"),
+            ("PROC_MEM_READ|PROC_MEM_WRITE", "0xc0000")
+        ]
+    );
     let helper_pid = &opens[0][1];
     for row in &opens {
         assert_eq!(row[0], "PROC_OPEN");
@@ -173,13 +192,22 @@ fn ptrace_and_process_vm_access_are_reported_with_the_module_written() {
         assert!(row[9].starts_with(&format!("{pid:08X}-")), "target guid {}", row[9]);
         assert!(!row[8].is_empty());
     }
-    let injections: Vec<(&str, &str)> = threads.iter().map(|r| (r[0].as_str(), r[5].as_str())).collect();
-    assert_eq!(injections, [("PTRACE_POKETEXT", sleep.as_str()), ("VM_WRITE", libc_path.as_str())]);
+    let injections: Vec<(&str, &str, &str)> =
+        threads.iter().map(|r| (r[0].as_str(), r[5].as_str(), r[6].as_str())).collect();
+    // sleep is stripped and exports no functions; libc's data holds no function.
+    assert_eq!(
+        injections,
+        [
+            ("PTRACE_POKETEXT", sleep.as_str(), ""),
+            ("PTRACE_POKETEXT", libc_path.as_str(), "qsort"),
+            ("VM_WRITE", libc_path.as_str(), "")
+        ]
+    );
     for row in &threads {
         assert_eq!(&row[1], helper_pid);
         assert_eq!(
-            (row[3].as_str(), row[4].as_str(), row[6].as_str(), row[7].as_str()),
-            (python.as_str(), sleep.as_str(), "", "root")
+            (row[3].as_str(), row[4].as_str(), row[7].as_str()),
+            (python.as_str(), sleep.as_str(), "root")
         );
     }
     assert_eq!(health.snapshot().lost, 0);

@@ -1,23 +1,32 @@
 //! The `process_access` sensor behind `win_process_open_events` and `win_remote_thread_events`
 //! on Linux: one process inspecting or modifying another, from the syscall tracepoints of
-//! `ptrace`, `process_vm_readv` and `process_vm_writev` (`bpf/process_access.bpf.c`). Classic
-//! tracepoints need tracefs: the sensor mounts it at `/sys/kernel/tracing` when it is not
-//! mounted (and leaves it mounted).
+//! `ptrace`, `process_vm_readv`, `process_vm_writev`, `openat` and `openat2`
+//! (`bpf/process_access.bpf.c`). Classic tracepoints need tracefs: the sensor mounts it at
+//! `/sys/kernel/tracing` when it is not mounted (and leaves it mounted).
 //!
 //! Rows (one per syscall *attempt*, taken at syscall entry, so refused attempts show too):
 //! - `win_process_open_events`, action `PROC_OPEN`: `PTRACE_ATTACH`, `PTRACE_SEIZE`,
-//!   `VM_READ` (process_vm_readv), `VM_WRITE` (process_vm_writev). `granted_access` is that
-//!   name and `granted_access_value` a hex bit mask (see [`Access`]): `0x10` and `0x20` are
-//!   Windows' PROCESS_VM_READ/WRITE, the ptrace bits are watchpost's own.
+//!   `VM_READ` (process_vm_readv), `VM_WRITE` (process_vm_writev), and opens of
+//!   `/proc/<pid>/mem` as `PROC_MEM_READ`, `PROC_MEM_WRITE` or `PROC_MEM_READ|PROC_MEM_WRITE`
+//!   by the open mode. `granted_access` is that name and `granted_access_value` a hex bit mask
+//!   (see [`Access`]): `0x10` and `0x20` are Windows' PROCESS_VM_READ/WRITE, the ptrace and
+//!   `/proc/PID/mem` bits are watchpost's own.
 //! - `win_remote_thread_events`, action the mechanism: `PTRACE_POKETEXT`, `PTRACE_POKEDATA`,
 //!   `PTRACE_POKEUSER`, `PTRACE_SETREGS`, `PTRACE_SETREGSET`, `VM_WRITE`. `module_name` is the
 //!   file mapped at the written address (for SETREGS/SETREGSET on x86_64: the new instruction
-//!   pointer) per the target's `/proc/PID/maps`, empty for anonymous memory; `function_name`
-//!   stays empty (ELF symbol lookup is not done).
+//!   pointer) per the target's `/proc/PID/maps`, empty for anonymous memory; `function_name` is
+//!   the code symbol of that file holding the address (`name`, or `name+0xOFFSET` inside it; see
+//!   [`symbols`]), empty when the file has no symbol there (stripped executables keep only
+//!   their exported functions).
 //!
-//! Not covered yet: opening `/proc/PID/mem` (needs a file-open hook). The pid argument is taken
-//! as seen in the root pid namespace (callers inside a container are misattributed). The
-//! agent's own calls are dropped.
+//! Not covered: `/proc/PID/mem` named relative to a directory descriptor (`openat(procfd,
+//! "PID/mem")`), through `/proc/PID/task/TID/mem`, or with the legacy `open` syscall (glibc's
+//! `open` uses openat); writes through an opened `/proc/PID/mem` are not injection rows (the
+//! address is only known at `pwrite`). The caller's own `/proc/self/mem` and `/proc/<own
+//! pid>/mem` are not reported. The pid argument is taken as seen in the root pid namespace
+//! (callers inside a container are misattributed). The agent's own calls are dropped.
+
+mod symbols;
 
 use std::mem::MaybeUninit;
 use std::path::Path;
@@ -42,6 +51,7 @@ const NAME: &str = "process_access";
 const KIND_PTRACE: u32 = 1;
 const KIND_VM_READ: u32 = 2;
 const KIND_VM_WRITE: u32 = 3;
+const KIND_PROC_MEM: u32 = 4;
 const PTRACE_POKETEXT: u64 = 4;
 const PTRACE_POKEDATA: u64 = 5;
 const PTRACE_POKEUSER: u64 = 6;
@@ -52,14 +62,24 @@ const PTRACE_SEIZE: u64 = 0x4206;
 /// Bytes of `struct access_event`.
 const RECORD: usize = 40;
 
-/// Access kinds of `win_process_open_events`: the `granted_access` text and value bit.
+/// Access kinds of `win_process_open_events`: the `granted_access` text and value bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
     VmRead,
     VmWrite,
     PtraceAttach,
     PtraceSeize,
+    /// An open of `/proc/PID/mem`, by its access mode.
+    ProcMem {
+        read: bool,
+        write: bool,
+    },
 }
+
+/// `granted_access_value` bit of a `/proc/PID/mem` open for reading.
+pub const PROC_MEM_READ: u32 = 0x4_0000;
+/// `granted_access_value` bit of a `/proc/PID/mem` open for writing.
+pub const PROC_MEM_WRITE: u32 = 0x8_0000;
 
 impl Access {
     pub fn name(self) -> &'static str {
@@ -68,6 +88,9 @@ impl Access {
             Access::VmWrite => "VM_WRITE",
             Access::PtraceAttach => "PTRACE_ATTACH",
             Access::PtraceSeize => "PTRACE_SEIZE",
+            Access::ProcMem { read: true, write: true } => "PROC_MEM_READ|PROC_MEM_WRITE",
+            Access::ProcMem { write: true, .. } => "PROC_MEM_WRITE",
+            Access::ProcMem { .. } => "PROC_MEM_READ",
         }
     }
 
@@ -77,6 +100,9 @@ impl Access {
             Access::VmWrite => 0x20,
             Access::PtraceAttach => 0x1_0000,
             Access::PtraceSeize => 0x2_0000,
+            Access::ProcMem { read, write } => {
+                (if read { PROC_MEM_READ } else { 0 }) | (if write { PROC_MEM_WRITE } else { 0 })
+            }
         }
     }
 }
@@ -118,6 +144,8 @@ impl AccessRecord {
             (KIND_VM_WRITE, _) => Some(Access::VmWrite),
             (KIND_PTRACE, PTRACE_ATTACH) => Some(Access::PtraceAttach),
             (KIND_PTRACE, PTRACE_SEIZE) => Some(Access::PtraceSeize),
+            // The open mode: O_RDONLY 0, O_WRONLY 1, O_RDWR 2 (3 is not a valid mode).
+            (KIND_PROC_MEM, mode) => Some(Access::ProcMem { read: mode != 1, write: mode == 1 || mode == 2 }),
             _ => None,
         }
     }
@@ -139,18 +167,7 @@ impl AccessRecord {
 /// The file mapped at `address` per a `/proc/PID/maps` text; `None` for anonymous or pseudo
 /// mappings (`[heap]`, `[stack]`, ...) and unmapped addresses.
 pub fn module_at(maps: &str, address: u64) -> Option<String> {
-    maps.lines().find_map(|line| {
-        let mut fields = line.split_whitespace();
-        let (start, end) = fields.next()?.split_once('-')?;
-        let (start, end) = (u64::from_str_radix(start, 16).ok()?, u64::from_str_radix(end, 16).ok()?);
-        if !(start..end).contains(&address) {
-            return None;
-        }
-        // perms, offset, dev, inode, then the path (which may contain spaces).
-        let path = fields.skip(4).collect::<Vec<_>>().join(" ");
-        let path = path.strip_suffix(" (deleted)").unwrap_or(&path).to_string();
-        Some(path).filter(|p| p.starts_with('/'))
-    })
+    symbols::mapping_at(maps, address).map(|m| m.path).filter(|p| p.starts_with('/'))
 }
 
 /// The thread group (process) of thread `tid`; `tid` itself when it cannot be read.
@@ -244,10 +261,11 @@ struct Worker {
     cache: Arc<ProcessCache>,
     own_pid: u32,
     ticks_per_second: u64,
+    symbols: symbols::Symbolizer,
 }
 
 impl Worker {
-    fn handle(&self, data: &[u8]) {
+    fn handle(&mut self, data: &[u8]) {
         let Some(record) = AccessRecord::decode(data) else {
             self.ctx.health.record_error(format!(
                 "malformed process access record ({} bytes): BPF program and sensor disagree",
@@ -291,14 +309,18 @@ impl Worker {
         }
         if let Some(action) = injection {
             let c = &self.columns;
-            let module = (record.address != 0)
+            let maps = (record.address != 0)
                 .then(|| std::fs::read_to_string(root.join(target_pid.to_string()).join("maps")).ok())
-                .flatten()
-                .and_then(|maps| module_at(&maps, record.address));
+                .flatten();
+            let module = maps.as_deref().and_then(|maps| module_at(maps, record.address));
+            let function = maps
+                .as_deref()
+                .filter(|_| module.is_some())
+                .and_then(|maps| self.symbols.function_at(root, target_pid, maps, record.address));
             let mut event = Event::new(c.thread.table, self.ctx.stamper.stamp());
             fill(&mut event, &c.thread, action);
             event.set(c.module_name, module.unwrap_or_default());
-            event.set(c.function_name, "");
+            event.set(c.function_name, function.unwrap_or_default());
             self.ctx.sink.emit(event);
         }
     }
@@ -315,7 +337,7 @@ fn load_programs(
     Ok(skel)
 }
 
-fn run(worker: Worker, stop: &AtomicBool, ready: &crossbeam_channel::Sender<Result<(), String>>) {
+fn run(mut worker: Worker, stop: &AtomicBool, ready: &crossbeam_channel::Sender<Result<(), String>>) {
     let mut object = MaybeUninit::uninit();
     let skel = match load_programs(&mut object) {
         Ok(skel) => skel,
@@ -348,6 +370,7 @@ impl Sensor for ProcessAccessSensor {
             cache: Arc::clone(&self.cache),
             own_pid: std::process::id(),
             ticks_per_second: clock_ticks_per_second(),
+            symbols: symbols::Symbolizer::default(),
         };
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
@@ -430,5 +453,23 @@ mod tests {
         let write = AccessRecord { kind: KIND_VM_WRITE, request: 0, ..record.clone() };
         assert_eq!((write.access(), write.injection()), (Some(Access::VmWrite), Some("VM_WRITE")));
         assert!(AccessRecord::decode(&data[..39]).is_none());
+    }
+
+    #[test]
+    fn proc_mem_opens_map_to_read_and_write_access() {
+        let open = |mode| AccessRecord {
+            kind: KIND_PROC_MEM,
+            pid: 10,
+            uid: 0,
+            target: 11,
+            start_boottime_ns: 1,
+            request: mode,
+            address: 0,
+        };
+        let named = |mode| open(mode).access().map(|a| (a.name(), a.value()));
+        assert_eq!(named(0), Some(("PROC_MEM_READ", 0x4_0000)));
+        assert_eq!(named(1), Some(("PROC_MEM_WRITE", 0x8_0000)));
+        assert_eq!(named(2), Some(("PROC_MEM_READ|PROC_MEM_WRITE", 0xc_0000)));
+        assert_eq!(open(2).injection(), None, "an open writes nothing yet");
     }
 }

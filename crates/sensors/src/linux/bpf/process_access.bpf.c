@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // One process acting on another, for the `process_access` sensor (win_process_open_events,
-// win_remote_thread_events): ptrace requests that attach or modify, and process_vm_readv /
-// process_vm_writev, from their own syscall tracepoints (not a generic sys_enter hook, which
-// would cost every syscall). Reported at syscall entry: attempts, including refused ones.
+// win_remote_thread_events): ptrace requests that attach or modify, process_vm_readv /
+// process_vm_writev, and opens of /proc/<pid>/mem, from their own syscall tracepoints (not a
+// generic sys_enter hook, which would cost every syscall). Reported at syscall entry: attempts,
+// including refused ones. The open hooks run for every openat: they read at most 32 bytes of
+// the path and keep only `/proc/<digits>/mem` of another process, so nothing else leaves the
+// kernel.
 // The record layout is mirrored in src/linux/process_access.rs.
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -11,6 +14,7 @@
 #define ACCESS_PTRACE 1
 #define ACCESS_VM_READ 2
 #define ACCESS_VM_WRITE 3
+#define ACCESS_PROC_MEM 4
 
 #define PTRACE_POKETEXT 4
 #define PTRACE_POKEDATA 5
@@ -43,7 +47,7 @@ struct access_event {
 	u32 uid;             // caller's effective uid
 	u32 target;          // the pid argument, as given (may be a thread id)
 	u64 start_boottime;  // caller's group leader start, ns since boot
-	u64 request;         // ptrace request, 0 for the others
+	u64 request;         // ptrace request; open flags & O_ACCMODE for /proc/PID/mem; else 0
 	u64 address;         // the target address written or jumped to, 0 when none
 };
 
@@ -131,4 +135,61 @@ SEC("tracepoint/syscalls/sys_enter_process_vm_writev")
 int handle_vm_writev(struct trace_event_raw_sys_enter *ctx)
 {
 	return handle_vm(ctx, ACCESS_VM_WRITE);
+}
+
+// "/proc/" + 1 to 10 digits + "/mem" + NUL is 12 to 21 bytes.
+#define PROC_MEM_MIN 12
+#define PROC_MEM_MAX 21
+#define O_ACCMODE 3
+
+// The pid of a `/proc/<digits>/mem` path (absolute, as given), else 0.
+static __always_inline u32 proc_mem_target(const char *user_path)
+{
+	char path[32] = {};
+	long length = bpf_probe_read_user_str(path, sizeof(path), user_path);
+	if (length < PROC_MEM_MIN || length > PROC_MEM_MAX)
+		return 0;
+	if (path[0] != '/' || path[1] != 'p' || path[2] != 'r' || path[3] != 'o' || path[4] != 'c' ||
+	    path[5] != '/')
+		return 0;
+	u32 pid = 0;
+	int end = 6;
+	for (int i = 6; i < 16; i++) {
+		char c = path[i];
+		if (c < '0' || c > '9')
+			break;
+		pid = pid * 10 + (c - '0');
+		end = i + 1;
+	}
+	if (end == 6 || end > 16)
+		return 0;
+	if (path[end] != '/' || path[end + 1] != 'm' || path[end + 2] != 'e' || path[end + 3] != 'm' ||
+	    path[end + 4] != 0)
+		return 0;
+	return pid;
+}
+
+static __always_inline int handle_open(const char *user_path, u64 flags)
+{
+	u32 target = proc_mem_target(user_path);
+	// The caller's own memory (by number; /proc/self is not digits) is no access to another.
+	if (target == 0 || target == (u32)(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	return submit(ACCESS_PROC_MEM, target, flags & O_ACCMODE, 0);
+}
+
+// openat(dfd, filename, flags, mode)
+SEC("tracepoint/syscalls/sys_enter_openat")
+int handle_openat(struct trace_event_raw_sys_enter *ctx)
+{
+	return handle_open((const char *)ctx->args[1], ctx->args[2]);
+}
+
+// openat2(dfd, filename, struct open_how *how, size): flags is the first field of open_how.
+SEC("tracepoint/syscalls/sys_enter_openat2")
+int handle_openat2(struct trace_event_raw_sys_enter *ctx)
+{
+	u64 flags = 0;
+	bpf_probe_read_user(&flags, sizeof(flags), (const void *)ctx->args[2]);
+	return handle_open((const char *)ctx->args[1], flags);
 }
