@@ -59,7 +59,8 @@ fn main() {
     let cpu_before = support::cpu_seconds(pid);
     let filtered_run = storm(phase, &format!("{marker}-filtered"));
     settle(|| {
-        let rows = excluded.rows("SELECT filtered FROM watchpost_status WHERE table_name = 'win_process_events'");
+        let rows =
+            excluded.rows("SELECT filtered FROM watchpost_status WHERE table_name = 'win_process_events'");
         rows.first().and_then(|r| common::text(r, "filtered").parse().ok()).unwrap_or(0)
     });
     let filtered_cpu = support::cpu_seconds(pid) - cpu_before;
