@@ -1,5 +1,5 @@
-//! `judge` allocates nothing for ASCII text and integers (after the first event has warmed up
-//! the regex caches), so the filter stage adds no allocator traffic to the sensors' hot path.
+//! `judge` allocates nothing for ASCII text and integers (after the first events have warmed up
+//! the regex caches and the thread's lower-case buffer), so the filter stage adds no allocator traffic to the sensors' hot path.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
