@@ -23,7 +23,9 @@ fn main() {
         let skeleton = out_dir.join(format!("{program}.skel.rs"));
         if let Err(error) = libbpf_cargo::SkeletonBuilder::new()
             .source(&source)
-            .clang_args([format!("-I{}", bpf_dir.display()), "-Wall".to_string()])
+            // v3: 32-bit sub-registers and the atomic compare-and-swap the network program uses
+            // (kernels 5.12 and later; the ring buffer and tp_btf programs need 5.8 anyway).
+            .clang_args([format!("-I{}", bpf_dir.display()), "-Wall".to_string(), "-mcpu=v3".to_string()])
             .build_and_generate(&skeleton)
         {
             panic!(

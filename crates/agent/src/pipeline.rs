@@ -24,6 +24,9 @@ const QUEUE_CAPACITY: usize = 65_536;
 /// The writer commits at least this often: a crash loses at most this much of captured events.
 pub const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_BATCH: usize = 4_096;
+/// How long the writer naps between takes while it gathers a batch: at most this many
+/// wakeups a second under load; the queue holds far more than arrives in one nap.
+const GATHER_NAP: Duration = Duration::from_millis(10);
 /// How often expired events are removed from the store.
 const EXPIRE_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -125,16 +128,22 @@ fn write_loop(rx: &Receiver<Event>, store: &Store, stats: &PipelineStats) {
     let mut last_expire = Instant::now();
     let mut open = true;
     while open {
+        // Block for the first event of a batch (or the interval, for expiry and closing)...
+        match rx.recv_timeout(COMMIT_INTERVAL) {
+            Ok(event) => batch.push(event),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => open = false,
+        }
+        // ...then gather the rest of it in naps rather than being woken for every event: under
+        // load a wakeup per event cost more CPU than storing the event.
         let deadline = Instant::now() + COMMIT_INTERVAL;
-        while batch.len() < MAX_BATCH {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(event) => batch.push(event),
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => {
-                    open = false;
-                    break;
-                }
+        while open && !batch.is_empty() && batch.len() < MAX_BATCH {
+            batch.extend(rx.try_iter().take(MAX_BATCH - batch.len()));
+            let left = deadline.saturating_duration_since(Instant::now());
+            if batch.len() >= MAX_BATCH || left.is_zero() || stats.closing.load(Ordering::SeqCst) {
+                break;
             }
+            std::thread::sleep(left.min(GATHER_NAP));
         }
         if !batch.is_empty() {
             commit(store, stats, &mut batch);

@@ -348,7 +348,7 @@ fn run(mut worker: Worker, stop: &AtomicBool, ready: &crossbeam_channel::Sender<
         }
     };
     let health = Arc::clone(&worker.ctx.health);
-    bpf::drive_ring_buffer(&skel.maps.events, &skel.maps.lost, &health, stop, ready, |data| {
+    bpf::drive_ring_buffer(skel.object(), &skel.maps.events, &skel.maps.lost, &health, stop, ready, |data| {
         worker.handle(data)
     });
 }

@@ -317,7 +317,7 @@ fn run_bpf(mut tracker: Tracker, stop: &AtomicBool, ready: &crossbeam_channel::S
         tracker.ctx.health.record_error(format!("cannot seed the process cache from /proc: {error}"));
     }
     let health = Arc::clone(&tracker.ctx.health);
-    bpf::drive_ring_buffer(&skel.maps.events, &skel.maps.lost, &health, stop, ready, |data| {
+    bpf::drive_ring_buffer(skel.object(), &skel.maps.events, &skel.maps.lost, &health, stop, ready, |data| {
         tracker.handle_record(data)
     });
 }

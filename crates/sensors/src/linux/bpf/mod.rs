@@ -1,10 +1,11 @@
 //! The BPF programs of the Linux sensors (C sources next to this file, compiled by build.rs
 //! into libbpf-rs skeletons) and what their loaders share.
 
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use libbpf_rs::{MapCore, MapFlags, RingBufferBuilder};
+use libbpf_rs::{MapCore, MapFlags, Object, RingBufferBuilder};
 
 /// Skeleton of `process.bpf.c`: exec/exit/fork tracepoints into a ring buffer.
 #[allow(clippy::all, clippy::pedantic)]
@@ -20,20 +21,85 @@ pub(crate) fn read_counter(map: &dyn MapCore) -> u64 {
     }
 }
 
-/// Adds to `health`'s lost figure what the kernel counter `map` gained since `seen`.
-pub(crate) fn report_lost(map: &dyn MapCore, seen: &mut u64, health: &crate::SensorHealth) {
-    let now = read_counter(map);
-    if now > *seen {
-        health.add_lost(now - *seen);
-        health.record_error(format!("the kernel ring buffer was full: {} events lost so far", now));
-        *seen = now;
+/// What the kernel lost of a sensor's events, added to its health's `lost` figure as it grows:
+/// - records the ring buffer had no room for (slot 0 of the programs' `lost` array map);
+/// - runs of its programs the kernel skipped (`recursion_misses`): a tracing program is not
+///   re-entered on a CPU where it is already running, so an event raised by an interrupt or
+///   softirq that arrives while the program runs on that CPU is never seen by it.
+#[derive(Debug, Default)]
+pub(crate) struct KernelLosses {
+    full_seen: u64,
+    missed_seen: u64,
+    misses_checked: Option<Instant>,
+    /// The programs take every record a skipped run could have given from a second source
+    /// (network.bpf.c): skipped runs are logged, not counted as lost.
+    misses_recovered: bool,
+}
+
+/// How often the programs' skipped runs are read (one syscall per program).
+const MISSES_CHECK: Duration = Duration::from_secs(1);
+
+impl KernelLosses {
+    /// For programs whose skipped runs lose nothing (see `misses_recovered`).
+    pub(crate) fn with_recovered_misses() -> KernelLosses {
+        KernelLosses { misses_recovered: true, ..KernelLosses::default() }
     }
+
+    pub(crate) fn report(&mut self, object: &Object, lost: &dyn MapCore, health: &crate::SensorHealth) {
+        let full = read_counter(lost);
+        if full > self.full_seen {
+            health.add_lost(full - self.full_seen);
+            health.record_error(format!("the kernel ring buffer was full: {full} events lost so far"));
+            self.full_seen = full;
+        }
+        if self.misses_checked.is_some_and(|at| at.elapsed() < MISSES_CHECK) {
+            return;
+        }
+        self.misses_checked = Some(Instant::now());
+        let missed = skipped_runs(object);
+        if missed > self.missed_seen && self.misses_recovered {
+            log::debug!("BPF programs skipped {missed} runs so far; their records came from a second source");
+            self.missed_seen = missed;
+        } else if missed > self.missed_seen {
+            health.add_lost(missed - self.missed_seen);
+            health.record_error(format!(
+                "the kernel skipped {missed} runs of BPF programs so far (the program was already \
+                 running on that CPU, interrupted): their events are lost"
+            ));
+            self.missed_seen = missed;
+        }
+    }
+}
+
+/// The runs the kernel skipped of every program of `object`, summed. libbpf-rs reads
+/// `recursion_misses` only while listing every program of the system, so the info is asked for
+/// directly.
+fn skipped_runs(object: &Object) -> u64 {
+    object
+        .progs()
+        .filter_map(|program| {
+            let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
+            let mut length = std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_prog_info>() as u32;
+            // SAFETY: `info` is a writable bpf_prog_info of `length` bytes; the kernel writes at
+            // most that many; no array fields are requested (all their pointers are 0).
+            let result = unsafe {
+                libbpf_rs::libbpf_sys::bpf_obj_get_info_by_fd(
+                    program.as_fd().as_raw_fd(),
+                    (&raw mut info).cast(),
+                    &mut length,
+                )
+            };
+            (result == 0).then_some(info.recursion_misses)
+        })
+        .sum()
 }
 
 /// Drives a sensor's ring buffer until `stop`: says on `ready` whether it could be read, marks
 /// the sensor running in `bpf` mode, hands every record to `handle`, and after each poll adds
-/// what the kernel counted in `lost` to the sensor's lost figure. A poll error fails the sensor.
+/// what the kernel lost (see [`KernelLosses`]) to the sensor's lost figure. A poll error fails
+/// the sensor.
 pub(crate) fn drive_ring_buffer(
+    object: &Object,
     events: &dyn MapCore,
     lost: &dyn MapCore,
     health: &crate::SensorHealth,
@@ -59,21 +125,24 @@ pub(crate) fn drive_ring_buffer(
     health.set_mode("bpf");
     health.set_state(crate::SensorState::Running);
     let _ = ready.send(Ok(()));
-    let mut lost_seen = 0;
+    let mut losses = KernelLosses::default();
     while !stop.load(Ordering::Relaxed) {
-        if let Err(error) = ring.poll(POLL)
+        // `poll` reads only a ring that signalled; records submitted without a wakeup are read
+        // by the `consume` after each timeout.
+        if let Err(error) = ring.poll(POLL).and_then(|()| ring.consume())
             && error.kind() != libbpf_rs::ErrorKind::Interrupted
         {
             health.record_error(format!("BPF ring buffer: {error}"));
             health.set_state(crate::SensorState::Failed(format!("BPF ring buffer: {error}")));
             return;
         }
-        report_lost(lost, &mut lost_seen, health);
+        losses.report(object, lost, health);
     }
 }
 
-/// How long one ring-buffer poll waits: the longest a stop request waits to be noticed.
-const POLL: Duration = Duration::from_millis(100);
+/// How long one ring-buffer poll waits: the longest a stop request waits to be noticed, and a
+/// record submitted without a wakeup (see process.bpf.c) waits to be read.
+const POLL: Duration = Duration::from_millis(50);
 
 /// Skeleton of `process_access.bpf.c`: ptrace and process_vm_readv/writev tracepoints.
 #[allow(clippy::all, clippy::pedantic)]

@@ -6,6 +6,14 @@
 //   (connect() runs it), SYN_SENT -> ESTABLISHED reports Connect for it, -> LISTEN reports
 //   Listen, -> CLOSE reports Close for a socket reported before. Accept comes from the exit of
 //   accept()/accept4(): the new descriptor's socket, in the accepting process.
+// - Each TCP record that tp_btf could miss is also taken from a second place: the kernel skips
+//   a tracing program raised on a CPU where it is already running (counted as recursion
+//   misses), which happens when a softirq delivering packets interrupts it; the transitions
+//   raised in process context (SYN_SENT, LISTEN, CLOSE on close()) cannot be skipped that way.
+//   So Connect also comes from the return of a blocking connect() or, failing that, from the
+//   release of an established socket, and Close also from the release of the socket (cgroup
+//   sock_release); whichever place comes first reports: Connect once per socket (a
+//   compare-and-swap on its owner entry), Close by the place that deletes the entry.
 // - UDP, where a remote is known: connect() (exit tracepoint; the local port is bound by then),
 //   sendto()/sendmsg() with an address (cgroup sendmsg4/6) report Connect, receiving from a
 //   new peer (cgroup recvmsg4/6) reports Accept, once per socket and peer; the release of such
@@ -50,6 +58,9 @@ struct socket_event {
 struct owner {
 	struct socket_event event;
 	u64 generation;
+	u32 connect_reported; // 0, then 1 once a Connect was submitted (compare-and-swap)
+	u32 reserved;
+	u64 sk; // the socket's address, for reading it where the context hides its fields
 };
 
 struct udp_peer {
@@ -140,7 +151,41 @@ static __always_inline void remember(u64 sk, const struct socket_event *event)
 	struct owner owner = {};
 	owner.event = *event;
 	owner.generation = bpf_ktime_get_ns();
+	owner.sk = sk;
 	bpf_map_update_elem(&owners, &sk, &owner, BPF_ANY);
+}
+
+// Reports Connect for TCP socket `sk` once established, with the owner remembered at
+// SYN_SENT; the first of the two callers to get here reports.
+static __always_inline void report_connect(const struct sock *sk)
+{
+	u64 key = (u64)sk;
+	struct owner *owner = bpf_map_lookup_elem(&owners, &key);
+	if (!owner)
+		return;
+	if (__sync_val_compare_and_swap(&owner->connect_reported, 0, 1) != 0)
+		return;
+	struct socket_event event = owner->event;
+	event.action = ACTION_CONNECT;
+	read_addresses(sk, &event);
+	owner->event = event;
+	submit(&event);
+}
+
+// Reports Close for socket `key` if it was reported before; only the caller whose delete
+// removed the entry reports, so the two places that see a close never both do.
+static __always_inline void report_close(u64 key)
+{
+	struct owner *owner = bpf_map_lookup_elem(&owners, &key);
+	if (!owner)
+		return;
+	struct socket_event event = owner->event;
+	if (bpf_map_delete_elem(&owners, &key) != 0)
+		return;
+	if (event.action == 0)
+		return; // a connect that never completed
+	event.action = ACTION_CLOSE;
+	submit(&event);
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -170,24 +215,9 @@ int BPF_PROG(handle_tcp_state, const struct sock *sk, const int oldstate, const 
 		submit(&event);
 	} else if (newstate == TCP_ESTABLISHED && oldstate == TCP_SYN_SENT) {
 		// Often in softirq (the SYN-ACK arriving): the owner is the one remembered.
-		struct owner *owner = bpf_map_lookup_elem(&owners, &key);
-		if (!owner)
-			return 0;
-		event = owner->event;
-		event.action = ACTION_CONNECT;
-		read_addresses(sk, &event);
-		owner->event = event;
-		submit(&event);
+		report_connect(sk);
 	} else if (newstate == TCP_CLOSE) {
-		struct owner *owner = bpf_map_lookup_elem(&owners, &key);
-		if (!owner)
-			return 0;
-		event = owner->event;
-		bpf_map_delete_elem(&owners, &key);
-		if (event.action == 0)
-			return 0; // a connect that never completed
-		event.action = ACTION_CLOSE;
-		submit(&event);
+		report_close(key);
 	}
 	return 0;
 }
@@ -280,7 +310,8 @@ int handle_enter_connect(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
-// UDP connect(): the remote is set and the local port bound when it returns.
+// connect() returning: for UDP the remote is set and the local port bound by now; for TCP a
+// blocking connect() that returns 0 is established (the second place Connect comes from).
 SEC("tracepoint/syscalls/sys_exit_connect")
 int handle_exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
@@ -293,9 +324,14 @@ int handle_exit_connect(struct trace_event_raw_sys_exit *ctx)
 	if (ctx->ret != 0)
 		return 0;
 	const struct sock *sk = socket_of_descriptor(descriptor);
-	if (!sk || BPF_CORE_READ(sk, sk_protocol) != PROTO_UDP)
+	if (!sk || !is_inet(BPF_CORE_READ(sk, __sk_common.skc_family)))
 		return 0;
-	if (!is_inet(BPF_CORE_READ(sk, __sk_common.skc_family)))
+	u16 protocol = BPF_CORE_READ(sk, sk_protocol);
+	if (protocol == PROTO_TCP) {
+		report_connect(sk);
+		return 0;
+	}
+	if (protocol != PROTO_UDP)
 		return 0;
 	struct socket_event event = {};
 	set_current_task(&event);
@@ -308,9 +344,9 @@ int handle_exit_connect(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
-// sendto()/sendmsg() with an address on an unconnected UDP socket (IPv4).
-SEC("cgroup/sendmsg4")
-int handle_sendmsg4(struct bpf_sock_addr *ctx)
+// A UDP socket meeting the peer named by a cgroup sock_addr hook (IPv4): `action` is Connect
+// for sending, Accept for receiving.
+static __always_inline int on_udp4(struct bpf_sock_addr *ctx, u8 action)
 {
 	struct bpf_sock *sk = ctx->sk;
 	if (!sk || ctx->protocol != PROTO_UDP)
@@ -319,7 +355,7 @@ int handle_sendmsg4(struct bpf_sock_addr *ctx)
 	if (pid == agent_pid)
 		return 1;
 	struct socket_event event = {};
-	event.action = ACTION_CONNECT;
+	event.action = action;
 	event.protocol = PROTO_UDP;
 	event.family = AF_INET;
 	event.pid = pid;
@@ -333,6 +369,7 @@ int handle_sendmsg4(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
+// The same for IPv6.
 static __always_inline int on_udp6(struct bpf_sock_addr *ctx, u8 action)
 {
 	struct bpf_sock *sk = ctx->sk;
@@ -357,6 +394,13 @@ static __always_inline int on_udp6(struct bpf_sock_addr *ctx, u8 action)
 	return 1;
 }
 
+// sendto()/sendmsg() with an address on an unconnected UDP socket.
+SEC("cgroup/sendmsg4")
+int handle_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return on_udp4(ctx, ACTION_CONNECT);
+}
+
 SEC("cgroup/sendmsg6")
 int handle_sendmsg6(struct bpf_sock_addr *ctx)
 {
@@ -367,25 +411,7 @@ int handle_sendmsg6(struct bpf_sock_addr *ctx)
 SEC("cgroup/recvmsg4")
 int handle_recvmsg4(struct bpf_sock_addr *ctx)
 {
-	struct bpf_sock *sk = ctx->sk;
-	if (!sk || ctx->protocol != PROTO_UDP)
-		return 1;
-	u32 pid = bpf_get_current_pid_tgid() >> 32;
-	if (pid == agent_pid)
-		return 1;
-	struct socket_event event = {};
-	event.action = ACTION_ACCEPT;
-	event.protocol = PROTO_UDP;
-	event.family = AF_INET;
-	event.pid = pid;
-	event.remote_port = bpf_ntohs(ctx->user_port);
-	event.local_port = sk->src_port;
-	u32 remote = ctx->user_ip4;
-	u32 local = sk->src_ip4;
-	__builtin_memcpy(event.remote_addr, &remote, 4);
-	__builtin_memcpy(event.local_addr, &local, 4);
-	note_udp_peer((u64)sk, &event);
-	return 1;
+	return on_udp4(ctx, ACTION_ACCEPT);
 }
 
 SEC("cgroup/recvmsg6")
@@ -394,20 +420,38 @@ int handle_recvmsg6(struct bpf_sock_addr *ctx)
 	return on_udp6(ctx, ACTION_ACCEPT);
 }
 
+// A TCP socket released with its Connect never reported although it got past SYN_SENT: the
+// run of handle_tcp_state for ESTABLISHED was skipped and connect() did not return 0 (a
+// non-blocking connect). Reports the Connect now, from the socket as it is.
+static __always_inline void recover_connect(struct bpf_sock *sk)
+{
+	u64 key = (u64)sk;
+	struct owner *owner = bpf_map_lookup_elem(&owners, &key);
+	if (!owner || owner->event.action != 0)
+		return;
+	u32 state = sk->state;
+	if (state == TCP_SYN_SENT || state == TCP_CLOSE)
+		return; // never established
+	if (__sync_val_compare_and_swap(&owner->connect_reported, 0, 1) != 0)
+		return;
+	struct socket_event event = owner->event;
+	event.action = ACTION_CONNECT;
+	// A sock_release program may not read the addresses from its context: read the kernel's
+	// socket as the tracing programs do.
+	read_addresses((const struct sock *)owner->sk, &event);
+	owner->event = event;
+	submit(&event);
+}
+
+// The process let go of a socket (its last descriptor closed): Close for UDP, and for TCP
+// unless the connection already reached CLOSE.
 SEC("cgroup/sock_release")
 int handle_sock_release(struct bpf_sock *sk)
 {
-	if (sk->protocol != PROTO_UDP)
+	if (sk->protocol == PROTO_TCP)
+		recover_connect(sk);
+	else if (sk->protocol != PROTO_UDP)
 		return 1;
-	u64 key = (u64)sk;
-	struct owner *owner = bpf_map_lookup_elem(&owners, &key);
-	if (!owner)
-		return 1;
-	struct socket_event event = owner->event;
-	bpf_map_delete_elem(&owners, &key);
-	if (event.action == 0)
-		return 1;
-	event.action = ACTION_CLOSE;
-	submit(&event);
+	report_close((u64)sk);
 	return 1;
 }

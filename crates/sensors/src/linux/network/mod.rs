@@ -487,7 +487,8 @@ fn run(mut worker: Worker, stop: &AtomicBool, ready: &crossbeam_channel::Sender<
 
     let mut buffers: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; PACKET_BUFFER]).collect();
     let mut batch: Vec<(usize, PacketMeta)> = Vec::with_capacity(BATCH);
-    let mut lost_seen = 0;
+    // Skipped runs of network.bpf.c lose no record (each has a second source there).
+    let mut losses = bpf::KernelLosses::with_recovered_misses();
     let mut last_housekeeping = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let mut fds = vec![libc::pollfd { fd: ring.epoll_fd(), events: libc::POLLIN, revents: 0 }];
@@ -537,7 +538,7 @@ fn run(mut worker: Worker, stop: &AtomicBool, ready: &crossbeam_channel::Sender<
             last_housekeeping = now;
             worker.flows.expire(now);
             worker.tcp_dns.expire(now);
-            bpf::report_lost(&loaded.skel.maps.lost, &mut lost_seen, &health);
+            losses.report(loaded.skel.object(), &loaded.skel.maps.lost, &health);
             if let Ok(capture) = &capture {
                 match capture.take_drops() {
                     Ok(0) | Err(_) => {}
