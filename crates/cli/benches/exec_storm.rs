@@ -15,7 +15,7 @@ mod support;
 fn main() {
     use std::time::Duration;
 
-    if !support::is_root() {
+    if !common::is_root() {
         eprintln!("SKIPPED: the exec storm needs root (BPF sensors, auditd)");
         return;
     }
@@ -28,12 +28,12 @@ fn main() {
 
     let daemon = common::Daemon::start(&common::logger_config(""));
     let pid = daemon.child.as_ref().map_or(0, |c| c.id());
-    wait_running(&daemon, "win_process_events");
+    support::wait_running(&daemon, "win_process_events");
     let tag = format!("{marker}-agent");
     let cpu_before = support::cpu_seconds(pid);
     let with_agent = storm(phase, &tag);
     // Let the sensor and the store writer finish with the storm before reading CPU and rows.
-    let stored = settle(|| {
+    let stored = support::settle(Duration::from_secs(1), 30, || {
         let sql = format!(
             "SELECT count(*) AS n FROM win_process_events WHERE action = 'PROC_CREATE' AND path = '/usr/bin/true' AND cmdline LIKE '%{tag}%'"
         );
@@ -55,10 +55,10 @@ fn main() {
         r#""plgx_event_filters": {"win_process_events": {"path": {"exclude": {"values": ["/usr/bin/true"]}}}},"#,
     ));
     let pid = excluded.child.as_ref().map_or(0, |c| c.id());
-    wait_running(&excluded, "win_process_events");
+    support::wait_running(&excluded, "win_process_events");
     let cpu_before = support::cpu_seconds(pid);
     let filtered_run = storm(phase, &format!("{marker}-filtered"));
-    settle(|| {
+    support::settle(Duration::from_secs(1), 30, || {
         let rows =
             excluded.rows("SELECT filtered FROM watchpost_status WHERE table_name = 'win_process_events'");
         rows.first().and_then(|r| common::text(r, "filtered").parse().ok()).unwrap_or(0)
@@ -79,7 +79,7 @@ fn main() {
         let tag = format!("{marker}-audit");
         let cpu_before = support::cpu_seconds(auditd.pid());
         let run = storm(phase, &tag);
-        let records = settle(|| {
+        let records = support::settle(Duration::from_secs(1), 30, || {
             std::fs::read_to_string(auditd.log_path())
                 .map(|log| {
                     log.lines().filter(|l| l.contains("type=EXECVE") && l.contains(&tag)).count() as u64
@@ -140,33 +140,6 @@ fn storm(length: std::time::Duration, tag: &str) -> Storm {
         }
     }
     Storm { execs, elapsed: start.elapsed() }
-}
-
-/// Polls `count` until it stops growing (the consumer has caught up), then returns it.
-#[cfg(target_os = "linux")]
-fn settle(mut count: impl FnMut() -> u64) -> u64 {
-    let mut last = count();
-    for _ in 0..30 {
-        std::thread::sleep(std::time::Duration::from_secs(1));
-        let now = count();
-        if now == last {
-            return now;
-        }
-        last = now;
-    }
-    last
-}
-
-#[cfg(target_os = "linux")]
-fn wait_running(daemon: &common::Daemon, table: &str) {
-    let sql = format!("SELECT state FROM watchpost_status WHERE table_name = '{table}'");
-    let running = common::wait_for(std::time::Duration::from_secs(30), || {
-        let rows = daemon.rows(&sql);
-        rows.first().filter(|r| common::text(r, "state") == "running").map(|_| ())
-    });
-    if running.is_none() {
-        eprintln!("warning: {table} is not running: {:?}", daemon.rows(&sql));
-    }
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -28,7 +28,7 @@ for n in range(cycles):
 
 #[cfg(target_os = "linux")]
 fn main() {
-    if !support::is_root() {
+    if !common::is_root() {
         eprintln!("SKIPPED: the file storm needs root (fanotify, auditd)");
         return;
     }
@@ -58,12 +58,14 @@ fn main() {
     );
     let daemon = common::Daemon::start(&config);
     let pid = daemon.child.as_ref().map_or(0, |c| c.id());
-    wait_running(&daemon, "win_file_events");
+    support::wait_running(&daemon, "win_file_events");
     let cpu_before = support::cpu_seconds(pid);
     let with_agent = storm(&agent_folder, cycles);
     let count_sql =
         format!("SELECT count(*) AS n FROM win_file_events WHERE target_path LIKE '{agent_folder}/%'");
-    let stored = settle(|| common::text(&daemon.rows(&count_sql)[0], "n").parse().unwrap_or(0));
+    let stored = support::settle(std::time::Duration::from_secs(2), 60, || {
+        common::text(&daemon.rows(&count_sql)[0], "n").parse().unwrap_or(0)
+    });
     let agent_cpu = support::cpu_seconds(pid) - cpu_before;
     let by_action = daemon.rows(&format!(
         "SELECT action, count(*) AS n, sum(hashed) AS hashed FROM win_file_events \
@@ -93,7 +95,7 @@ fn main() {
         let lost_before = support::Auditd::lost();
         let cpu_before = support::cpu_seconds(auditd.pid());
         let run = storm(&audit_folder, cycles);
-        let records = settle(|| {
+        let records = support::settle(std::time::Duration::from_secs(2), 60, || {
             std::fs::read_to_string(auditd.log_path())
                 .map(|log| {
                     log.lines().filter(|l| l.starts_with("type=SYSCALL") && l.contains("wpfilestorm")).count()
@@ -129,33 +131,6 @@ fn storm(folder: &str, cycles: u64) -> std::time::Duration {
         .expect("run python3");
     assert!(status.success(), "the storm script failed");
     start.elapsed()
-}
-
-/// Polls `count` until it stops growing (the consumer has caught up), then returns it.
-#[cfg(target_os = "linux")]
-fn settle(mut count: impl FnMut() -> u64) -> u64 {
-    let mut last = count();
-    for _ in 0..60 {
-        std::thread::sleep(std::time::Duration::from_secs(2));
-        let now = count();
-        if now == last {
-            return now;
-        }
-        last = now;
-    }
-    last
-}
-
-#[cfg(target_os = "linux")]
-fn wait_running(daemon: &common::Daemon, table: &str) {
-    let sql = format!("SELECT state FROM watchpost_status WHERE table_name = '{table}'");
-    let running = common::wait_for(std::time::Duration::from_secs(30), || {
-        let rows = daemon.rows(&sql);
-        rows.first().filter(|r| common::text(r, "state") == "running").map(|_| ())
-    });
-    if running.is_none() {
-        eprintln!("warning: {table} is not running: {:?}", daemon.rows(&sql));
-    }
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -23,7 +23,7 @@ const CONFIG: &str = r#"{ "options": { "events_expiry": 3600, "events_max": 2000
 fn main() {
     use std::time::Duration;
 
-    if !support::is_root() {
+    if !common::is_root() {
         eprintln!("SKIPPED: the network storm needs root (BPF, packet capture)");
         return;
     }
@@ -31,7 +31,7 @@ fn main() {
     let phase = Duration::from_secs(seconds);
     let daemon = common::Daemon::start(CONFIG);
     let pid = daemon.child.as_ref().map_or(0, |c| c.id());
-    wait_running(&daemon, "win_socket_events");
+    support::wait_running(&daemon, "win_socket_events");
 
     let cpu_before = support::cpu_seconds(pid);
     let tcp = tcp_storm(phase, 10_000);
@@ -43,7 +43,7 @@ fn main() {
         );
         common::text(&daemon.rows(&sql)[0], "n").parse::<u64>().unwrap_or(0)
     };
-    let closes = settle(|| count("Close"));
+    let closes = support::settle(Duration::from_secs(2), 30, || count("Close"));
     let (connects, accepts) = (count("Connect"), count("Accept"));
     let tcp_cpu = support::cpu_seconds(pid) - cpu_before;
     println!(
@@ -218,7 +218,7 @@ fn dns_storm(
             format!("SELECT count(*) AS n FROM {table} WHERE domain_name LIKE '%.{tag}.watchpost.test'");
         common::text(&daemon.rows(&sql)[0], "n").parse::<u64>().unwrap_or(0)
     };
-    let responses = settle(|| count("win_dns_response_events"));
+    let responses = support::settle(Duration::from_secs(2), 30, || count("win_dns_response_events"));
     let requests = count("win_dns_events");
     let cpu = support::cpu_seconds(pid) - cpu_before;
     println!(
@@ -233,33 +233,6 @@ fn dns_storm(
     );
     println!("  agent CPU {cpu:.2} s ({:.1} µs per query)", cpu * 1e6 / answered.max(1) as f64);
     Ok(())
-}
-
-/// Polls `count` until it stops growing (the consumer has caught up), then returns it.
-#[cfg(target_os = "linux")]
-fn settle(mut count: impl FnMut() -> u64) -> u64 {
-    let mut last = count();
-    for _ in 0..30 {
-        std::thread::sleep(std::time::Duration::from_secs(2));
-        let now = count();
-        if now == last {
-            return now;
-        }
-        last = now;
-    }
-    last
-}
-
-#[cfg(target_os = "linux")]
-fn wait_running(daemon: &common::Daemon, table: &str) {
-    let sql = format!("SELECT state FROM watchpost_status WHERE table_name = '{table}'");
-    let running = common::wait_for(std::time::Duration::from_secs(30), || {
-        let rows = daemon.rows(&sql);
-        rows.first().filter(|r| common::text(r, "state") == "running").map(|_| ())
-    });
-    if running.is_none() {
-        eprintln!("warning: {table} is not running: {:?}", daemon.rows(&sql));
-    }
 }
 
 #[cfg(not(target_os = "linux"))]

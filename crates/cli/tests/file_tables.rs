@@ -8,16 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{Daemon, text};
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
+use common::{Daemon, is_root, text};
 
 fn sum(tool: &str, path: &Path) -> String {
     let out = Command::new(tool).arg(path).output().expect("run a checksum tool");
@@ -118,4 +109,76 @@ fn file_events_arrive_through_sql_with_filters_applied() {
     let state = daemon.rows("SELECT state, mode FROM watchpost_status WHERE table_name = 'win_file_events'");
     assert_eq!(text(&state[0], "state"), "running", "{state:?}");
     assert_eq!(text(&state[0], "mode"), "fanotify", "{state:?}");
+}
+
+/// Issue 5's YARA path end to end: a file written by a shell under a folder a YARA category
+/// names is seen by the file sensor, scanned off the event path and served as a
+/// `win_yara_events` row; a clean file gives no row, and a broken rule file in another group is
+/// reported in `watchpost_status` while the good group keeps matching.
+#[test]
+fn a_file_matching_a_yara_rule_becomes_a_yara_row_through_sql() {
+    if !is_root() {
+        eprintln!("SKIPPED: the file sensor needs root (CI runs as root)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = std::fs::canonicalize(dir.path()).expect("canonical tempdir");
+    let downloads = root.join("downloads");
+    std::fs::create_dir_all(&downloads).expect("create folders");
+    let good = root.join("marker.yar");
+    std::fs::write(
+        &good,
+        "rule WatchpostMarker {\n  strings:\n    $m = \"WATCHPOST-SQL-MARKER\"\n  condition:\n    $m and filename matches /\\.bin$/\n}\n",
+    )
+    .expect("write rules");
+    let broken = root.join("broken.yar");
+    std::fs::write(&broken, "rule Broken {\n  condition:\n    no_such_identifier\n}\n").expect("write rules");
+    let (d, g, b) = (downloads.display(), good.display(), broken.display());
+    let config = format!(
+        r#"{{
+  "options": {{ "events_expiry": 3600, }},
+  "win_include_paths": {{ "test": ["{root}"], }},
+  "file_paths": {{ "downloads": ["{d}/%%"], }},
+  "yara": {{
+    "signatures": {{ "markers": ["{g}"], "broken": ["{b}"], }},
+    "file_paths": {{ "downloads": ["markers", "broken"], }},
+  }},
+}}"#,
+        root = root.display()
+    );
+    let daemon = Daemon::start(&config);
+
+    let out = Command::new("/bin/sh")
+        .args([
+            "-c",
+            &format!(
+                "cd {d} && printf 'nothing here' > clean.bin && printf 'xx WATCHPOST-SQL-MARKER xx' > hit.bin && \
+                 printf 'WATCHPOST-SQL-MARKER' > named.txt && printf 'WATCHPOST-SQL-MARKER' > last.bin"
+            ),
+        ])
+        .output()
+        .expect("run the script");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // One worker scans in arrival order: once the last file's row is in, the others were scanned.
+    let query = format!(
+        "SELECT target_path, category, action, matches, count, md5 FROM win_yara_events \
+         WHERE target_path LIKE '{d}/%' ORDER BY target_path"
+    );
+    daemon.wait_rows(&format!("SELECT eid FROM win_yara_events WHERE target_path = '{d}/last.bin'"), 1);
+    let rows = daemon.rows(&query);
+    let paths: Vec<String> = rows.iter().map(|r| text(r, "target_path")).collect();
+    assert_eq!(paths, [format!("{d}/hit.bin"), format!("{d}/last.bin")], "{rows:?}");
+    let hit = &rows[0];
+    assert_eq!(text(hit, "category"), "downloads");
+    assert_eq!(text(hit, "matches"), "WatchpostMarker");
+    assert_eq!(text(hit, "count"), "1");
+    assert_eq!(text(hit, "md5"), sum("md5sum", &downloads.join("hit.bin")));
+    assert!(text(hit, "action").starts_with("FILE "), "{hit:?}");
+
+    let status =
+        daemon.rows("SELECT state, last_error FROM watchpost_status WHERE table_name = 'win_yara_events'");
+    assert!(text(&status[0], "state").starts_with("degraded: "), "{status:?}");
+    let error = text(&status[0], "last_error");
+    assert!(error.contains(&b.to_string()) && error.contains("line 3"), "{error}");
 }

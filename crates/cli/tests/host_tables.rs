@@ -5,7 +5,7 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::{Daemon, logger_config, text};
+use common::{Daemon, is_root, logger_config, text};
 
 #[test]
 fn process_handles_show_a_file_this_test_holds_open() {
@@ -58,15 +58,6 @@ fn endpoint_protection_lists_clamav_when_installed() {
         .unwrap_or_else(|| panic!("{rows:?}"));
     assert!(["On", "Off"].contains(&text(clam, "product_state").as_str()), "{clam:?}");
     assert!(["Up-to-date", "Out-of-date"].contains(&text(clam, "product_signatures").as_str()), "{clam:?}");
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 /// A loop device made with LOOP_CTL_ADD (the kernel sends an `add` uevent), removed on drop.

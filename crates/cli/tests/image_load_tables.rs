@@ -7,16 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{Daemon, logger_config, text};
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
+use common::{Daemon, is_root, logger_config, text};
 
 fn md5sum(path: &str) -> String {
     let out = Command::new("md5sum").arg(path).output().expect("run md5sum");

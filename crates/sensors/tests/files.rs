@@ -6,32 +6,25 @@
 //! as in the agent.
 #![cfg(target_os = "linux")]
 
+mod support;
+use support::{Collect, is_root};
+
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use watchpost_catalog::{Event, Stamper, catalog};
+use watchpost_catalog::{Stamper, catalog};
 use watchpost_sensors::linux::files::scope::Scope;
 use watchpost_sensors::linux::files::state::Timestamp;
 use watchpost_sensors::linux::files::{FileOptions, FileSensor};
 use watchpost_sensors::linux::process_cache::ProcessCache;
 use watchpost_sensors::linux::process_events::{ProcessOptions, ProcessSensor};
 use watchpost_sensors::linux::yara::YaraQueue;
-use watchpost_sensors::{EventSink, Sensor, SensorContext, SensorHealth};
+use watchpost_sensors::{Sensor, SensorContext, SensorHealth};
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-#[derive(Default)]
-struct Collect(Mutex<Vec<Event>>);
-
-impl EventSink for Collect {
-    fn emit(&self, event: Event) -> bool {
-        self.0.lock().unwrap().push(event);
-        true
-    }
-}
 
 type Row = std::collections::HashMap<String, String>;
 
@@ -64,11 +57,6 @@ fn wait_row(sink: &Collect, table: &str, what: &str, matches: impl Fn(&Row) -> b
         assert!(start.elapsed() < DEADLINE, "no {table} row for {what}; rows:\n{all:#?}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 /// `sh -c script`; returns its pid (the script prints `$$` first) after it succeeded.

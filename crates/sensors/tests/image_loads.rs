@@ -5,17 +5,20 @@
 //! fills the shared cache as in the agent.
 #![cfg(target_os = "linux")]
 
+mod support;
+use support::{Collect, is_root};
+
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use watchpost_catalog::{Event, Stamper, catalog};
+use watchpost_catalog::{Stamper, catalog};
 use watchpost_config::{Config, ImageLoadDedup};
 use watchpost_sensors::linux::image_loads::ImageLoadSensor;
 use watchpost_sensors::linux::process_cache::ProcessCache;
 use watchpost_sensors::linux::process_events::{ProcessOptions, ProcessSensor};
-use watchpost_sensors::{EventSink, Sensor, SensorContext, SensorHealth};
+use watchpost_sensors::{Sensor, SensorContext, SensorHealth};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 /// A small packaged library that depends on libc only and that Python does not load itself.
@@ -31,16 +34,6 @@ _ctypes.dlclose(library._handle)
 library = ctypes.CDLL(sys.argv[1])
 print(os.getpid())
 "#;
-
-#[derive(Default)]
-struct Collect(Mutex<Vec<Event>>);
-
-impl EventSink for Collect {
-    fn emit(&self, event: Event) -> bool {
-        self.0.lock().unwrap().push(event);
-        true
-    }
-}
 
 /// The named columns of the rows of `table` whose pid is `pid`, as text ("" for NULL).
 fn rows(sink: &Collect, table: &str, pid: u32, columns: &[&str]) -> Vec<Vec<String>> {
@@ -62,11 +55,6 @@ fn rows(sink: &Collect, table: &str, pid: u32, columns: &[&str]) -> Vec<Vec<Stri
 fn md5sum(path: &Path) -> String {
     let out = Command::new("md5sum").arg(path).output().unwrap();
     String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 fn start(sensor: &mut dyn Sensor, name: &str) -> (Arc<Collect>, Arc<SensorHealth>) {

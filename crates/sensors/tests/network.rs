@@ -5,29 +5,22 @@
 //! so the sensor runs with `report_own_activity`.
 #![cfg(target_os = "linux")]
 
+mod support;
+use support::{Collect, is_root};
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use watchpost_catalog::{Event, Stamper, catalog};
+use watchpost_catalog::{Stamper, catalog};
 use watchpost_sensors::linux::network::{NetworkOptions, NetworkSensor};
 use watchpost_sensors::linux::process_cache::ProcessCache;
-use watchpost_sensors::{EventSink, Sensor, SensorContext, SensorHealth};
+use watchpost_sensors::{Sensor, SensorContext, SensorHealth};
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-#[derive(Default)]
-struct Collect(Mutex<Vec<Event>>);
-
-impl EventSink for Collect {
-    fn emit(&self, event: Event) -> bool {
-        self.0.lock().unwrap().push(event);
-        true
-    }
-}
 
 type Row = std::collections::HashMap<String, String>;
 
@@ -62,11 +55,6 @@ fn wait_row(sink: &Collect, table: &str, wanted: &[(&str, String)]) -> Row {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 struct Running {

@@ -4,28 +4,21 @@
 //! processes out by unique markers in argv.
 #![cfg(target_os = "linux")]
 
+mod support;
+use support::{Collect, is_root};
+
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use watchpost_catalog::{Event, Stamper, Table, catalog};
 use watchpost_sensors::linux::process::{process_guid, read_stat};
 use watchpost_sensors::linux::process_cache::ProcessCache;
 use watchpost_sensors::linux::process_events::{ProcessOptions, ProcessSensor};
-use watchpost_sensors::{EventSink, Sensor, SensorContext, SensorHealth};
+use watchpost_sensors::{Sensor, SensorContext, SensorHealth};
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-#[derive(Default)]
-struct Collect(Mutex<Vec<Event>>);
-
-impl EventSink for Collect {
-    fn emit(&self, event: Event) -> bool {
-        self.0.lock().unwrap().push(event);
-        true
-    }
-}
 
 /// One row as a user reads it.
 #[derive(Clone, Debug)]
@@ -94,11 +87,6 @@ impl Harness {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 fn marker(test: &str) -> String {

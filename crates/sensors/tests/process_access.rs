@@ -6,15 +6,18 @@
 //! to. The process sensor runs alongside on the same process cache, as in the agent.
 #![cfg(target_os = "linux")]
 
+mod support;
+use support::{Collect, is_root};
+
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use watchpost_catalog::{Event, Stamper, catalog};
+use watchpost_catalog::{Stamper, catalog};
 use watchpost_sensors::linux::process_access::ProcessAccessSensor;
 use watchpost_sensors::linux::process_cache::ProcessCache;
 use watchpost_sensors::linux::process_events::{ProcessOptions, ProcessSensor};
-use watchpost_sensors::{EventSink, Sensor, SensorContext, SensorHealth};
+use watchpost_sensors::{Sensor, SensorContext, SensorHealth};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -66,16 +69,6 @@ for mode in (os.O_RDONLY, os.O_WRONLY, os.O_RDWR):
 print(pid, hex(text), hex(data), libc_path, hex(qsort))
 "#;
 
-#[derive(Default)]
-struct Collect(Mutex<Vec<Event>>);
-
-impl EventSink for Collect {
-    fn emit(&self, event: Event) -> bool {
-        self.0.lock().unwrap().push(event);
-        true
-    }
-}
-
 /// The named columns of the rows of `table` so far, as text ("" for NULL).
 fn rows(sink: &Collect, table: &str, columns: &[&str]) -> Vec<Vec<String>> {
     let table = catalog().table(table).unwrap();
@@ -90,11 +83,6 @@ fn rows(sink: &Collect, table: &str, columns: &[&str]) -> Vec<Vec<String>> {
                 .collect()
         })
         .collect()
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 #[test]

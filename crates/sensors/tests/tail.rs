@@ -1,27 +1,20 @@
 //! The tail sensor end to end: real files in a temporary directory, the sensor's own thread, and
 //! an in-memory sink. Waits use a deadline; nothing asserts on timing.
 
+mod support;
+use support::Collect;
+
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use watchpost_catalog::{Event, Stamper, Table, catalog};
 use watchpost_config::{Config, WatchFile};
-use watchpost_sensors::{EventSink, Sensor, SensorContext, SensorHealth, TailSensor};
+use watchpost_sensors::{Sensor, SensorContext, SensorHealth, TailSensor};
 
 const DEADLINE: Duration = Duration::from_secs(20);
-
-#[derive(Default)]
-struct Collect(Mutex<Vec<Event>>);
-
-impl EventSink for Collect {
-    fn emit(&self, event: Event) -> bool {
-        self.0.lock().unwrap().push(event);
-        true
-    }
-}
 
 /// One event as a user sees it: (logger_name, logger_watch_file, log_entry).
 type Row = (String, String, String);

@@ -4,29 +4,22 @@
 //! an earlier file" is checked by waiting for the row of a later file.
 #![cfg(target_os = "linux")]
 
+mod support;
+use support::Collect;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use watchpost_catalog::{Event, Stamper, catalog};
+use watchpost_catalog::{Stamper, catalog};
 use watchpost_config::Config;
 use watchpost_sensors::linux::yara::{FILE_CREATED, FILE_MODIFIED, ScanRequest, YaraQueue, YaraSensor};
-use watchpost_sensors::{EventSink, Sensor, SensorContext, SensorHealth};
+use watchpost_sensors::{Sensor, SensorContext, SensorHealth};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const COLUMNS: [&str; 6] = ["target_path", "md5", "category", "action", "matches", "count"];
-
-#[derive(Default)]
-struct Collect(Mutex<Vec<Event>>);
-
-impl EventSink for Collect {
-    fn emit(&self, event: Event) -> bool {
-        self.0.lock().unwrap().push(event);
-        true
-    }
-}
 
 impl Collect {
     /// The rows so far as `COLUMNS` text.

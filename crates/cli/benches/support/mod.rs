@@ -1,5 +1,5 @@
-//! What the side-by-side benchmarks share: CPU time of a process, and Debian's auditd as the
-//! peer agent. The benchmarks run the release `watchpost daemon` through the end-to-end tests'
+//! What the side-by-side benchmarks share: CPU time of a process, waiting for the daemon's
+//! sensors and for its store to catch up, and Debian's auditd as the peer agent. The benchmarks run the release `watchpost daemon` through the end-to-end tests'
 //! `Daemon` helper (`tests/common.rs`).
 #![allow(dead_code)]
 
@@ -25,13 +25,32 @@ fn clock_ticks() -> f64 {
     if ticks > 0 { ticks as f64 } else { 100.0 }
 }
 
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
+/// Polls `count` every `interval` until it stops growing (the consumer has caught up), at most
+/// `attempts` times, and returns the last count.
+pub fn settle(interval: Duration, attempts: u32, mut count: impl FnMut() -> u64) -> u64 {
+    let mut last = count();
+    for _ in 0..attempts {
+        std::thread::sleep(interval);
+        let now = count();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
+/// Waits up to 30 s for the sensor of `table` to report `running`; warns (the figures that
+/// follow would mean little) when it does not.
+pub fn wait_running(daemon: &crate::common::Daemon, table: &str) {
+    let sql = format!("SELECT state FROM watchpost_status WHERE table_name = '{table}'");
+    let running = crate::common::wait_for(Duration::from_secs(30), || {
+        let rows = daemon.rows(&sql);
+        rows.first().filter(|r| crate::common::text(r, "state") == "running").map(|_| ())
+    });
+    if running.is_none() {
+        eprintln!("warning: {table} is not running: {:?}", daemon.rows(&sql));
+    }
 }
 
 /// Debian's auditd running as our child (`-n`, no fork) with `rules` loaded (auditctl syntax), logging to
