@@ -43,6 +43,8 @@ pub struct TableCounters {
 /// What the pipeline and its writer count, shared with the status table.
 pub struct PipelineStats {
     tables: Vec<TableCounters>,
+    /// Per table id: `watchpost.disabled_tables` names it; its events are not captured.
+    disabled: Vec<AtomicBool>,
     pub store_error: ErrorSlot,
     /// Set by [`Writer::finish`]: commit what is queued and stop, even if a sensor still holds
     /// a handle to the pipeline.
@@ -52,6 +54,10 @@ pub struct PipelineStats {
 impl PipelineStats {
     pub fn table(&self, table: TableId) -> &TableCounters {
         &self.tables[usize::from(table.0)]
+    }
+
+    pub fn is_disabled(&self, table: TableId) -> bool {
+        self.disabled[usize::from(table.0)].load(Ordering::Relaxed)
     }
 }
 
@@ -68,6 +74,7 @@ impl Pipeline {
         let (tx, rx) = bounded(QUEUE_CAPACITY);
         let stats = Arc::new(PipelineStats {
             tables: catalog().tables().iter().map(|_| TableCounters::default()).collect(),
+            disabled: catalog().tables().iter().map(|_| AtomicBool::new(false)).collect(),
             store_error: ErrorSlot::default(),
             closing: AtomicBool::new(false),
         });
@@ -85,6 +92,15 @@ impl Pipeline {
         self.filters.store(Arc::new(filters));
     }
 
+    /// Stops capturing the events of the tables named (table names the catalog does not know
+    /// are ignored: the config has validated them) and resumes all others.
+    pub fn set_disabled_tables(&self, names: &[String]) {
+        for table in catalog().tables() {
+            let disabled = names.contains(&table.name);
+            self.stats.disabled[usize::from(table.id.0)].store(disabled, Ordering::Relaxed);
+        }
+    }
+
     pub fn stats(&self) -> &Arc<PipelineStats> {
         &self.stats
     }
@@ -92,6 +108,10 @@ impl Pipeline {
 
 impl EventSink for Pipeline {
     fn emit(&self, event: Event) -> bool {
+        // A sensor with several tables keeps running while some of them are disabled.
+        if self.stats.is_disabled(event.table) {
+            return true;
+        }
         let counters = self.stats.table(event.table);
         counters.captured.fetch_add(1, Ordering::Relaxed);
         if self.filters.load().judge(&event) == Verdict::Drop {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use watchpost_catalog::{Platform, Stamper, Table, catalog};
 use watchpost_config::{Config, ConfigErrors};
 use watchpost_filters::FilterSet;
-use watchpost_sensors::{Sensor, SensorContext, SensorHealth};
+use watchpost_sensors::{Sensor, SensorContext, SensorHealth, SensorState};
 use watchpost_store::{Limits, Store};
 
 use crate::config_source::ConfigSource;
@@ -78,6 +78,10 @@ pub fn is_root() -> bool {
 
 struct Running {
     sensors: Vec<Box<dyn Sensor>>,
+    /// Per sensor: started (some of its tables are not disabled).
+    started: Vec<bool>,
+    /// Per sensor: what it was (or will be) started with.
+    contexts: Vec<SensorContext>,
     /// The config text in force (or last rejected), to skip unchanged re-reads.
     raw: String,
 }
@@ -89,6 +93,18 @@ pub struct Agent {
     running: Arc<Mutex<Running>>,
     stop: Arc<AtomicBool>,
     reloader: Option<JoinHandle<()>>,
+}
+
+/// Whether `sensor` has a table that `watchpost.disabled_tables` does not name.
+fn is_wanted(sensor: &dyn Sensor, disabled: &[String]) -> bool {
+    sensor.tables().iter().any(|table| !disabled.iter().any(|name| name == table))
+}
+
+fn start_sensor(sensor: &mut dyn Sensor, context: &SensorContext) {
+    context.health.set_state(SensorState::Starting);
+    if let Err(e) = sensor.start(context.clone()) {
+        context.health.record_error(format!("could not start: {e}"));
+    }
 }
 
 impl Agent {
@@ -126,8 +142,11 @@ impl Agent {
             options.config.describe(),
         ));
 
+        let disabled = &config.sensor_options.disabled_tables;
+        pipeline.set_disabled_tables(disabled);
         let mut sensors = watchpost_sensors::platform_sensors(&config);
         let mut entries = Vec::new();
+        let (mut started, mut contexts) = (Vec::new(), Vec::new());
         for sensor in &mut sensors {
             let health = Arc::new(SensorHealth::new(sensor.name()));
             let context = SensorContext {
@@ -135,16 +154,21 @@ impl Agent {
                 health: Arc::clone(&health),
                 stamper: Stamper::global(),
             };
-            if let Err(e) = sensor.start(context) {
-                health.record_error(format!("could not start: {e}"));
+            let wanted = is_wanted(sensor.as_ref(), disabled);
+            if wanted {
+                start_sensor(sensor.as_mut(), &context);
+            } else {
+                health.set_state(SensorState::Stopped);
             }
+            started.push(wanted);
+            contexts.push(context);
             entries.push(SensorEntry { name: sensor.name(), tables: sensor.tables(), health });
         }
         if let Ok(mut list) = engine.sensors.lock() {
             *list = entries;
         }
 
-        let running = Arc::new(Mutex::new(Running { sensors, raw: fetched.raw }));
+        let running = Arc::new(Mutex::new(Running { sensors, started, contexts, raw: fetched.raw }));
         let stop = Arc::new(AtomicBool::new(false));
         let reloader = {
             let reload = Reloader {
@@ -284,10 +308,26 @@ impl Reloader {
         self.engine.read_mode.store(Arc::new(config.read_mode));
         self.engine.reconfigure_snapshots(&config);
         self.config_error.clear();
-        for sensor in &mut running.sensors {
-            if let Err(e) = sensor.reconfigure(&config) {
+        let disabled = &config.sensor_options.disabled_tables;
+        self.pipeline.set_disabled_tables(disabled);
+        let Running { sensors, started, contexts, .. } = &mut *running;
+        for ((sensor, started), context) in sensors.iter_mut().zip(started.iter_mut()).zip(contexts.iter()) {
+            let wanted = is_wanted(sensor.as_ref(), disabled);
+            if wanted && !*started {
+                // Started with the new config: `from_config` only saw the one at start.
+                if let Err(e) = sensor.reconfigure(&config) {
+                    self.config_error.record(format!("sensor {}: {e}", sensor.name()));
+                }
+                start_sensor(sensor.as_mut(), context);
+                log::info!("sensor {} started: some of its tables are no longer disabled", sensor.name());
+            } else if !wanted && *started {
+                sensor.stop();
+                context.health.set_state(SensorState::Stopped);
+                log::info!("sensor {} stopped: all its tables are disabled", sensor.name());
+            } else if wanted && let Err(e) = sensor.reconfigure(&config) {
                 self.config_error.record(format!("sensor {}: {e}", sensor.name()));
             }
+            *started = wanted;
         }
         log::info!("config from {} applied", self.source.describe());
         running.raw = fetched.raw;

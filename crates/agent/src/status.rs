@@ -145,6 +145,10 @@ pub fn rows(inputs: &StatusInputs<'_>) -> Vec<Row> {
                         StatusRow::new("", &table.name, "not_available", "no sensor on this platform yet")
                     }
                 };
+                if inputs.pipeline.is_disabled(table.id) {
+                    row.state = "disabled".into();
+                    row.mode = "watchpost.disabled_tables".into();
+                }
                 row.captured = counters.captured.load(Ordering::Relaxed);
                 row.filtered = counters.filtered.load(Ordering::Relaxed);
                 row.stored = counters.stored.load(Ordering::Relaxed);

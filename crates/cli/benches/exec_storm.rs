@@ -3,6 +3,9 @@
 //! auditd and an execve rule as the peer, and without an agent again. Prints the exec rates and
 //! their ratios, CPU seconds per 1,000 execs of watchpost and of auditd, and what each lost.
 //!
+//! Also with every other event table disabled (`watchpost.disabled_tables`): watchpost capturing
+//! what auditd's execve rule captures, the like-for-like comparison.
+//!
 //! `cargo bench -p watchpost --bench exec_storm [-- SECONDS]` as root (default 5 s per phase).
 
 #[cfg(target_os = "linux")]
@@ -72,6 +75,37 @@ fn main() {
         filtered_run.execs
     );
 
+    // Like for like with auditd's execve rule: watchpost capturing process events only (every
+    // other event table disabled, so their sensors do not run).
+    let others: Vec<String> = watchpost_catalog::catalog()
+        .tables()
+        .iter()
+        .filter(|t| t.kind == watchpost_catalog::TableKind::Evented && t.name != "win_process_events")
+        .map(|t| format!("{:?}", t.name))
+        .collect();
+    let process_only = common::Daemon::start(&common::logger_config(&format!(
+        r#""watchpost": {{"disabled_tables": [{}]}},"#,
+        others.join(", ")
+    )));
+    let pid = process_only.child.as_ref().map_or(0, |c| c.id());
+    support::wait_running(&process_only, "win_process_events");
+    let cpu_before = support::cpu_seconds(pid);
+    let tag = format!("{marker}-process");
+    let process_run = storm(phase, &tag);
+    let process_stored = support::settle(Duration::from_secs(1), 30, || {
+        let sql = format!(
+            "SELECT count(*) AS n FROM win_process_events WHERE action = 'PROC_CREATE' AND path = '/usr/bin/true' AND cmdline LIKE '%{tag}%'"
+        );
+        common::text(&process_only.rows(&sql)[0], "n").parse().unwrap_or(0)
+    });
+    let process_cpu = support::cpu_seconds(pid) - cpu_before;
+    drop(process_only);
+    println!(
+        "with watchpost, process events only: {:>7.0} execs/s ({} execs); {process_stored} PROC_CREATE rows stored",
+        process_run.rate(),
+        process_run.execs
+    );
+
     let audit = support::Auditd::start(&["-a always,exit -F arch=b64 -S execve,execveat -k wpstorm"]);
     let mut audit_line = None;
     if let Some(auditd) = &audit {
@@ -105,12 +139,21 @@ fn main() {
     println!("exec rate with watchpost / without: {:.2}", with_agent.rate() / baseline);
     let agent_per_1000 = agent_cpu / with_agent.execs.max(1) as f64 * 1000.0;
     println!("watchpost CPU: {agent_cpu:.2} s, {agent_per_1000:.3} s per 1,000 execs");
+    let process_per_1000 = process_cpu / process_run.execs.max(1) as f64 * 1000.0;
+    println!("exec rate with watchpost, process events only / without: {:.2}", process_run.rate() / baseline);
+    println!(
+        "watchpost CPU, process events only: {process_cpu:.2} s, {process_per_1000:.3} s per 1,000 execs"
+    );
     if let Some((run, cpu)) = audit_line {
         let audit_per_1000 = cpu / run.execs.max(1) as f64 * 1000.0;
         println!("exec rate with auditd / without:    {:.2}", run.rate() / baseline);
         println!("auditd CPU:    {cpu:.2} s, {audit_per_1000:.3} s per 1,000 execs");
         if audit_per_1000 > 0.0 {
             println!("watchpost CPU / auditd CPU per exec: {:.2}", agent_per_1000 / audit_per_1000);
+            println!(
+                "watchpost CPU, process events only / auditd CPU per exec: {:.2}",
+                process_per_1000 / audit_per_1000
+            );
         }
     }
 }

@@ -84,3 +84,52 @@ fn image_loads_arrive_through_sql_once_per_process() {
     assert_eq!(text(&state[0], "state"), "running", "{state:?}");
     assert_eq!(text(&state[0], "mode"), "perf", "{state:?}");
 }
+
+/// `watchpost.disabled_tables`: the image-load sensor does not run while both its tables are
+/// disabled (the process sensor does), and a reload that enables them starts it.
+#[test]
+fn disabled_tables_are_not_captured_until_a_reload_enables_them() {
+    if !is_root() {
+        eprintln!("SKIPPED: image loads need root (CI runs as root)");
+        return;
+    }
+    let disabled =
+        r#""watchpost": { "disabled_tables": ["win_image_load_events", "win_image_load_process_map"] },"#;
+    let daemon = Daemon::start(&logger_config(disabled));
+    let status = |daemon: &Daemon, table: &str| {
+        let rows =
+            daemon.rows(&format!("SELECT state, mode FROM watchpost_status WHERE table_name = '{table}'"));
+        rows.first().map(|r| (text(r, "state"), text(r, "mode"))).unwrap_or_default()
+    };
+    assert_eq!(
+        status(&daemon, "win_image_load_events"),
+        ("disabled".to_string(), "watchpost.disabled_tables".to_string())
+    );
+    let marker = format!("WPOFF{}", std::process::id());
+    assert!(Command::new("/bin/true").arg(&marker).status().expect("run /bin/true").success());
+    let exec = format!(
+        "SELECT pid FROM win_process_events WHERE action = 'PROC_CREATE' AND cmdline LIKE '%{marker}%'"
+    );
+    daemon.wait_rows(&exec, 1);
+    assert!(daemon.rows("SELECT pid FROM win_image_load_events").is_empty(), "a disabled table got rows");
+    assert!(daemon.rows("SELECT pid FROM win_image_load_process_map").is_empty());
+
+    let enabled = std::fs::read_to_string(&daemon.config)
+        .expect("read config")
+        .replace(r#"["win_image_load_events", "win_image_load_process_map"]"#, "[]");
+    std::fs::write(&daemon.config, enabled).expect("rewrite config");
+    let running = common::wait_for(std::time::Duration::from_secs(30), || {
+        (status(&daemon, "win_image_load_events").0 == "running").then_some(())
+    });
+    assert!(running.is_some(), "not restarted: {:?}", status(&daemon, "win_image_load_events"));
+    let marker = format!("WPON{}", std::process::id());
+    assert!(Command::new("/bin/true").arg(&marker).status().expect("run /bin/true").success());
+    let exec = format!(
+        "SELECT pid FROM win_process_events WHERE action = 'PROC_CREATE' AND cmdline LIKE '%{marker}%'"
+    );
+    let pid = text(&daemon.wait_rows(&exec, 1)[0], "pid");
+    daemon.wait_rows(
+        &format!("SELECT pid FROM win_image_load_events WHERE pid = {pid} AND image_path = '/usr/bin/true'"),
+        1,
+    );
+}

@@ -51,6 +51,11 @@ fn write_summary(out: &mut String, config: &Config) -> std::fmt::Result {
         }
     }
 
+    let disabled = &config.sensor_options.disabled_tables;
+    if !disabled.is_empty() {
+        writeln!(out, "disabled tables (not captured): {}", disabled.join(", "))?;
+    }
+
     if config.filters.is_empty() {
         writeln!(out, "event filters: none (every event is kept)")?;
     } else {

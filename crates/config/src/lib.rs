@@ -158,6 +158,9 @@ pub struct SensorOptions {
     pub removable_media_loop_devices: bool,
     /// `powershell_log`: where `win_obfuscated_ps` reads PowerShell script-block logs.
     pub powershell_log: PowerShellLog,
+    /// `disabled_tables`: event tables not captured at all (sorted). A sensor whose tables are
+    /// all disabled does not run. Default: none.
+    pub disabled_tables: Vec<String>,
 }
 
 /// `watchpost.powershell_log`.
@@ -181,6 +184,7 @@ impl Default for SensorOptions {
             image_load_dedup: ImageLoadDedup::default(),
             removable_media_loop_devices: false,
             powershell_log: PowerShellLog::Auto,
+            disabled_tables: Vec::new(),
         }
     }
 }

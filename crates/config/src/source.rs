@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use jsonc_parser::ast::{Array, Object, ObjectProp, ObjectPropName, Value as Json};
 use jsonc_parser::common::Ranged;
 use jsonc_parser::{CollectOptions, ParseOptions};
-use watchpost_catalog::{ReadMode, catalog};
+use watchpost_catalog::{ReadMode, TableKind, catalog};
 
 use crate::error::{ConfigError, Reporter};
 use crate::matcher::check_pattern;
@@ -37,6 +37,7 @@ pub(crate) struct SensorOptionsPart {
     image_load_dedup: Option<ImageLoadDedup>,
     removable_media_loop_devices: Option<bool>,
     powershell_log: Option<PowerShellLog>,
+    disabled_tables: Option<Vec<String>>,
 }
 
 impl SensorOptionsPart {
@@ -55,6 +56,9 @@ impl SensorOptionsPart {
         }
         if let Some(v) = self.removable_media_loop_devices {
             options.removable_media_loop_devices = v;
+        }
+        if let Some(v) = &self.disabled_tables {
+            options.disabled_tables = v.clone();
         }
         if let Some(v) = &self.powershell_log {
             options.powershell_log = v.clone();
@@ -212,7 +216,7 @@ fn read_count(reporter: &mut Reporter, path: &str, value: &Json, unit: &str, exa
     }
 }
 
-const WATCHPOST_KEYS: [&str; 7] = [
+const WATCHPOST_KEYS: [&str; 8] = [
     "read_mode",
     "file_hash_max_bytes",
     "yara_scan_max_bytes",
@@ -220,13 +224,14 @@ const WATCHPOST_KEYS: [&str; 7] = [
     "image_load_dedup",
     "removable_media_loop_devices",
     "powershell_log",
+    "disabled_tables",
 ];
 
 fn read_watchpost(reporter: &mut Reporter, value: &Json, config: &mut SourceConfig) {
     let Some(object) = expect_object(reporter, WATCHPOST_KEY, value, "{\"read_mode\": \"retain\"}") else {
         return;
     };
-    let [read_mode, hash_max, scan_max, queue_len, dedup, loops, powershell_log] =
+    let [read_mode, hash_max, scan_max, queue_len, dedup, loops, powershell_log, disabled] =
         known_fields(reporter, WATCHPOST_KEY, object, &WATCHPOST_KEYS);
     let path = |key: &str| format!("{WATCHPOST_KEY}.{key}");
     if let Some(prop) = read_mode {
@@ -281,6 +286,9 @@ fn read_watchpost(reporter: &mut Reporter, value: &Json, config: &mut SourceConf
                 None
             }
         };
+    }
+    if let Some(prop) = disabled {
+        options.disabled_tables = read_disabled_tables(reporter, &path("disabled_tables"), &prop.value);
     }
     if let Some(prop) = powershell_log {
         let key = path("powershell_log");
@@ -731,6 +739,59 @@ fn describe(value: &Json) -> String {
         Json::NumberLit(n) => n.value.to_string(),
         other => kind_name(other).to_string(),
     }
+}
+
+/// `watchpost.disabled_tables`: a list of event table names, sorted and without repeats; an
+/// unknown or non-event name is an error naming the event tables.
+fn read_disabled_tables(reporter: &mut Reporter, path: &str, value: &Json) -> Option<Vec<String>> {
+    let Json::Array(items) = value else {
+        reporter.error(
+            value.start(),
+            format!("{path}: must be a list of event table names, found {}", kind_name(value)),
+        );
+        return None;
+    };
+    let mut tables = Vec::new();
+    let mut valid = true;
+    for item in &items.elements {
+        match item {
+            Json::StringLit(s) if catalog().table(&s.value).is_some_and(|t| t.kind == TableKind::Evented) => {
+                tables.push(s.value.to_string());
+            }
+            Json::StringLit(s) => {
+                valid = false;
+                let problem = if catalog().table(&s.value).is_some() {
+                    format!(
+                        "{:?} is not an event table (computed tables cost nothing until queried)",
+                        s.value
+                    )
+                } else {
+                    format!("unknown table {:?}", s.value)
+                };
+                reporter.error(s.range.start, format!("{path}: {problem}; event tables: {}", event_tables()));
+            }
+            other => {
+                valid = false;
+                reporter.error(
+                    other.start(),
+                    format!("{path}: must hold table names, found {}", kind_name(other)),
+                );
+            }
+        }
+    }
+    tables.sort();
+    tables.dedup();
+    valid.then_some(tables)
+}
+
+fn event_tables() -> String {
+    catalog()
+        .tables()
+        .iter()
+        .filter(|t| t.kind == TableKind::Evented)
+        .map(|t| t.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn filterable_tables() -> String {

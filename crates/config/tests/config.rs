@@ -208,7 +208,7 @@ fn every_logger_watchpost_and_options_problem_is_reported_with_its_position() {
             format!("osquery.conf:8:33: {files}[1]: unknown key \"file_regex_patern\"; allowed keys: watch_file_path, file_regex_pattern"),
             format!("osquery.conf:10:9: {files}[3]: \"/var/log/b.log\" is already watched (at 9:9); list all its patterns in one entry"),
             "osquery.conf:14:30: watchpost.read_mode: unknown read mode \"keep\"; use \"retain\" (reads leave events in place) or \"drain\" (a read deletes what it returns)".into(),
-            "osquery.conf:14:38: watchpost: unknown key \"mode\"; allowed keys: read_mode, file_hash_max_bytes, yara_scan_max_bytes, yara_queue_len, image_load_dedup, removable_media_loop_devices, powershell_log".into(),
+            "osquery.conf:14:38: watchpost: unknown key \"mode\"; allowed keys: read_mode, file_hash_max_bytes, yara_scan_max_bytes, yara_queue_len, image_load_dedup, removable_media_loop_devices, powershell_log, disabled_tables".into(),
             "osquery.conf:15:29: options.events_max: must be a whole number of events, e.g. 50000, found \"lots\"".into(),
             "osquery.conf:15:54: options.events_expiry: must be a whole number of seconds, e.g. 3600, found -5".into(),
         ]
@@ -400,5 +400,46 @@ fn sensor_options_are_read_from_the_watchpost_section_and_checked() {
             "osquery.conf:1:76: watchpost.removable_media_loop_devices: must be true or false, found a string",
             "osquery.conf:1:101: watchpost.yara_queue_len: must be a whole number of files, e.g. 1024, found -1",
         ]
+    );
+}
+
+#[test]
+fn disabled_tables_name_event_tables() {
+    let config = parse(
+        "osquery.conf",
+        r#"{"watchpost": {"disabled_tables": ["win_image_load_process_map", "win_image_load_events", "win_image_load_events",]}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        config.sensor_options.disabled_tables,
+        ["win_image_load_events", "win_image_load_process_map"]
+    );
+    assert!(parse("a", "{}").unwrap().sensor_options.disabled_tables.is_empty());
+    assert!(
+        explain(&config)
+            .contains("disabled tables (not captured): win_image_load_events, win_image_load_process_map"),
+        "{}",
+        explain(&config)
+    );
+
+    let messages = |text: &str| -> Vec<String> {
+        parse("osquery.conf", text).unwrap_err().0.iter().map(|e| e.to_string()).collect()
+    };
+    let unknown = messages(r#"{"watchpost": {"disabled_tables": ["win_proc_events", "win_mem_perf", 3]}}"#);
+    assert_eq!(unknown.len(), 3, "{unknown:?}");
+    assert!(
+        unknown[0].starts_with(
+            "osquery.conf:1:36: watchpost.disabled_tables: unknown table \"win_proc_events\"; event tables: "
+        ) && unknown[0].contains("win_process_events"),
+        "{unknown:?}"
+    );
+    assert!(unknown[1].contains("\"win_mem_perf\" is not an event table"), "{unknown:?}");
+    assert_eq!(
+        unknown[2],
+        "osquery.conf:1:71: watchpost.disabled_tables: must hold table names, found a number"
+    );
+    assert_eq!(
+        messages(r#"{"watchpost": {"disabled_tables": "win_process_events"}}"#),
+        ["osquery.conf:1:35: watchpost.disabled_tables: must be a list of event table names, found a string"]
     );
 }

@@ -141,7 +141,8 @@ pub(crate) fn drive_ring_buffer(
 }
 
 /// How long one ring-buffer poll waits: the longest a stop request waits to be noticed, and a
-/// record submitted without a wakeup (see process.bpf.c) waits to be read.
+/// record submitted without a wakeup (fork and exit records, see process.bpf.c) waits to be
+/// read.
 const POLL: Duration = Duration::from_millis(50);
 
 /// Skeleton of `process_access.bpf.c`: ptrace and process_vm_readv/writev tracepoints.

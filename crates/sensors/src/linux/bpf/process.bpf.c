@@ -81,10 +81,12 @@ static __always_inline void fill_header(struct event_header *header, u32 kind, s
 	header->parent_start_boottime = BPF_CORE_READ(parent, group_leader, start_boottime);
 }
 
-// Wake the reader only once records have piled up (1/64 of the ring): it polls at least every
-// 50 ms anyway, so a record waits at most that long, and under load one wakeup carries dozens
-// of records. Measured in the exec storm: a wakeup per record cost the agent more CPU than
-// decoding the records.
+// Fork and exit records wake the reader only once records have piled up (1/64 of the ring):
+// it polls at least every 50 ms anyway, so they wait at most that long, and under load one
+// wakeup carries many of them. Exec records keep the kernel's default (wake a reader that has
+// caught up): other sensors attribute their events through the process cache and wait for the
+// exec of a new process, so it must arrive at once. Measured in the exec storm: a wakeup per
+// record cost the agent more CPU than decoding the records.
 #define WAKEUP_BYTES (256 * 1024)
 
 static __always_inline u64 wakeup_flag(void)
@@ -123,7 +125,7 @@ int BPF_PROG(handle_exec, struct task_struct *task, pid_t old_pid, struct linux_
 	else
 		event->args_len = 0;
 
-	bpf_ringbuf_submit(event, wakeup_flag());
+	bpf_ringbuf_submit(event, 0);
 	return 0;
 }
 
