@@ -269,6 +269,22 @@ fn only_files_under_a_category_are_wanted() {
 }
 
 #[test]
+fn a_disabled_yara_table_wants_no_file_until_a_reconfigure_enables_it() {
+    let setup = Setup::new();
+    let rules = setup.rule_file("marker.yar", MARKER_RULES);
+    let mut config = setup.config(json!({"markers": [rules]}), &["markers"]);
+    config.sensor_options.disabled_tables = vec!["win_yara_events".to_string()];
+    let mut sensor = YaraSensor::from_config(&config);
+    let queue = sensor.queue();
+    assert!(!queue.wants(&setup.drop_path("a.exe")), "a disabled table scans nothing");
+    assert!(queue.roots().is_empty());
+
+    config.sensor_options.disabled_tables.clear();
+    sensor.reconfigure(&config).unwrap();
+    assert!(queue.wants(&setup.drop_path("a.exe")));
+}
+
+#[test]
 fn overflow_is_counted_lost_and_queued_files_are_scanned_once_started() {
     let setup = Setup::new();
     let rules = setup.rule_file("marker.yar", MARKER_RULES);

@@ -73,6 +73,17 @@ struct Setup {
 
 impl Setup {
     fn build(config: &watchpost_config::Config) -> Setup {
+        let options = &config.sensor_options;
+        if options.disabled_tables.iter().any(|table| table == "win_yara_events") {
+            // Nothing is wanted, so the file sensor queues nothing and no rule is compiled.
+            return Setup {
+                categories: Vec::new(),
+                groups: BTreeMap::new(),
+                problems: Vec::new(),
+                queue_len: 0,
+                max_scan_bytes: options.yara_scan_max_bytes,
+            };
+        }
         let sections = &config.sections;
         let (spec, mut problems) = YaraSpec::parse(sections.yara.as_ref(), sections.file_paths.as_ref());
         let mut groups = BTreeMap::new();
@@ -88,7 +99,6 @@ impl Setup {
                 category.groups.iter().any(|g| groups.get(g).is_some_and(|group| group.loaded_files > 0))
             })
             .collect();
-        let options = &config.sensor_options;
         Setup {
             categories,
             groups,
