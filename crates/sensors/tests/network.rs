@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use watchpost_catalog::{Stamper, catalog};
 use watchpost_sensors::linux::network::{NetworkOptions, NetworkSensor};
 use watchpost_sensors::linux::process_cache::ProcessCache;
+use watchpost_sensors::linux::process_events::{ProcessOptions, ProcessSensor};
 use watchpost_sensors::{Sensor, SensorContext, SensorHealth};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -61,13 +62,23 @@ struct Running {
     sink: Arc<Collect>,
     health: Arc<SensorHealth>,
     sensor: NetworkSensor,
+    /// Keeps the cache the network sensor attributes with current, as in the agent: a child
+    /// that has exited by the time its packets are read is named from its exec record.
+    _process: ProcessSensor,
 }
 
 fn start_sensor() -> Running {
+    let cache = Arc::new(ProcessCache::default());
+    let mut process = ProcessSensor::new(Arc::clone(&cache), ProcessOptions::default());
+    let process_ctx = SensorContext {
+        sink: Arc::new(Collect::default()),
+        health: Arc::new(SensorHealth::new("process")),
+        stamper: Stamper::global(),
+    };
+    process.start(process_ctx).unwrap();
     let sink = Arc::new(Collect::default());
     let health = Arc::new(SensorHealth::new("network"));
-    let mut sensor =
-        NetworkSensor::new(Arc::new(ProcessCache::default()), NetworkOptions { report_own_activity: true });
+    let mut sensor = NetworkSensor::new(cache, NetworkOptions { report_own_activity: true });
     let ctx = SensorContext { sink: sink.clone(), health: health.clone(), stamper: Stamper::global() };
     sensor.start(ctx).unwrap();
     let snapshot = health.snapshot();
@@ -76,7 +87,7 @@ fn start_sensor() -> Running {
         ("running", "bpf+af_packet"),
         "{snapshot:?}"
     );
-    Running { sink, health, sensor }
+    Running { sink, health, sensor, _process: process }
 }
 
 fn own_pid() -> String {
