@@ -26,7 +26,7 @@ pub const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_BATCH: usize = 4_096;
 /// How long the writer naps between takes while it gathers a batch: at most this many
 /// wakeups a second under load; the queue holds far more than arrives in one nap.
-const GATHER_NAP: Duration = Duration::from_millis(10);
+const GATHER_NAP: Duration = Duration::from_millis(20);
 /// How often expired events are removed from the store.
 const EXPIRE_INTERVAL: Duration = Duration::from_secs(10);
 

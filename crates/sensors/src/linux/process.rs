@@ -145,14 +145,20 @@ pub fn process_guid(pid: u32, start_time: u64) -> String {
 
 /// [`process_guid`] for a given boot id.
 pub fn format_process_guid(boot_id: u128, pid: u32, start_time: u64) -> String {
+    use std::fmt::Write as _;
     let start = start_time & 0xFFFF_FFFF_FFFF;
-    format!(
+    // Formatted for every process start and fork: into a string of the final size, with the
+    // boot id's 48 bits as a u64 (formatting a u128 takes a slow path).
+    let mut guid = String::with_capacity(36);
+    let _ = write!(
+        guid,
         "{pid:08X}-{:04X}-{:04X}-{:04X}-{:012X}",
         (start >> 32) & 0xFFFF,
         (start >> 16) & 0xFFFF,
         start & 0xFFFF,
-        boot_id >> 80
-    )
+        (boot_id >> 80) as u64
+    );
+    guid
 }
 
 #[cfg(test)]

@@ -30,14 +30,14 @@ pub(crate) fn read_counter(map: &dyn MapCore) -> u64 {
 pub(crate) struct KernelLosses {
     full_seen: u64,
     missed_seen: u64,
-    misses_checked: Option<Instant>,
+    checked: Option<Instant>,
     /// The programs take every record a skipped run could have given from a second source
     /// (network.bpf.c): skipped runs are logged, not counted as lost.
     misses_recovered: bool,
 }
 
-/// How often the programs' skipped runs are read (one syscall per program).
-const MISSES_CHECK: Duration = Duration::from_secs(1);
+/// How often the kernel's loss counters are read.
+const LOSSES_CHECK: Duration = Duration::from_secs(1);
 
 impl KernelLosses {
     /// For programs whose skipped runs lose nothing (see `misses_recovered`).
@@ -45,17 +45,19 @@ impl KernelLosses {
         KernelLosses { misses_recovered: true, ..KernelLosses::default() }
     }
 
+    /// Reads the kernel's counters, at most once per [`LOSSES_CHECK`] (each read is a syscall
+    /// per map or program, and this is called after every ring-buffer poll).
     pub(crate) fn report(&mut self, object: &Object, lost: &dyn MapCore, health: &crate::SensorHealth) {
+        if self.checked.is_some_and(|at| at.elapsed() < LOSSES_CHECK) {
+            return;
+        }
+        self.checked = Some(Instant::now());
         let full = read_counter(lost);
         if full > self.full_seen {
             health.add_lost(full - self.full_seen);
             health.record_error(format!("the kernel ring buffer was full: {full} events lost so far"));
             self.full_seen = full;
         }
-        if self.misses_checked.is_some_and(|at| at.elapsed() < MISSES_CHECK) {
-            return;
-        }
-        self.misses_checked = Some(Instant::now());
         let missed = skipped_runs(object);
         if missed > self.missed_seen && self.misses_recovered {
             log::debug!("BPF programs skipped {missed} runs so far; their records came from a second source");
