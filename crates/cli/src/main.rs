@@ -9,6 +9,11 @@ mod commands;
 mod output;
 mod shell;
 
+/// See Cargo.toml: events cross threads, which glibc's allocator handles poorly.
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
