@@ -11,4 +11,21 @@ if [ ! -x "$WINE" ]; then
   exit 127
 fi
 wine_prefix_ready || "$here/prepare-prefix.sh"
-exec "$WINE" "$@"
+
+# Wine now and then fails to start a process at all ("failed to map the shared user data",
+# from virtual_alloc_first_teb: a race in its loader over the address space). That happens
+# before the exe runs a line, so starting it again is safe; any other failure is the exe's own.
+# Its stderr is kept to look for that message and passed on after it exits.
+errors="$(mktemp)"
+trap 'rm -f "$errors"' EXIT
+for attempt in 1 2 3; do
+  status=0
+  "$WINE" "$@" 2>"$errors" || status=$?
+  cat "$errors" >&2
+  if [ "$status" -ne 0 ] && grep -q -e "failed to map the shared user data" -e "virtual_alloc_first_teb" "$errors"; then
+    echo "wine-runner: Wine could not start $1 (attempt $attempt of 3); starting it again" >&2
+    continue
+  fi
+  exit "$status"
+done
+exit "$status"
