@@ -7,44 +7,20 @@
 #![cfg(target_os = "linux")]
 
 mod support;
-use support::{Collect, is_root};
+use support::{Collect, Row, is_root, process_cache, rows, start};
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use watchpost_catalog::{Stamper, catalog};
+use watchpost_sensors::Sensor;
 use watchpost_sensors::linux::files::scope::Scope;
 use watchpost_sensors::linux::files::state::Timestamp;
 use watchpost_sensors::linux::files::{FileOptions, FileSensor};
-use watchpost_sensors::linux::process_cache::ProcessCache;
-use watchpost_sensors::linux::process_events::{ProcessOptions, ProcessSensor};
 use watchpost_sensors::linux::yara::YaraQueue;
-use watchpost_sensors::{Sensor, SensorContext, SensorHealth};
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-type Row = std::collections::HashMap<String, String>;
-
-/// The rows of `table` so far, column name -> text ("" for NULL).
-fn rows(sink: &Collect, table: &str) -> Vec<Row> {
-    let table = catalog().table(table).unwrap();
-    let events = sink.0.lock().unwrap();
-    events
-        .iter()
-        .filter(|e| e.table == table.id)
-        .map(|e| {
-            table
-                .columns
-                .iter()
-                .zip(&e.values)
-                .map(|(c, v)| (c.name.to_string(), v.to_text().unwrap_or_default()))
-                .collect()
-        })
-        .collect()
-}
 
 /// Polls until `table` has a row matching `matches`; panics with what it has after the deadline.
 fn wait_row(sink: &Collect, table: &str, what: &str, matches: impl Fn(&Row) -> bool) -> Row {
@@ -102,19 +78,9 @@ fn file_activity_in_scope_is_reported_with_process_hashes_and_timestomps() {
     assert!(problems.is_empty());
     let options = FileOptions { scope, hash_max_bytes: 1_000_000 };
 
-    let cache = Arc::new(ProcessCache::default());
-    let mut process_sensor = ProcessSensor::new(Arc::clone(&cache), ProcessOptions::default());
-    let process_ctx = SensorContext {
-        sink: Arc::new(Collect::default()),
-        health: Arc::new(SensorHealth::new("process")),
-        stamper: Stamper::global(),
-    };
-    process_sensor.start(process_ctx).unwrap();
-    let sink = Arc::new(Collect::default());
-    let health = Arc::new(SensorHealth::new("files"));
+    let (cache, mut process_sensor, _) = process_cache();
     let mut sensor = FileSensor::new(cache, YaraQueue::default(), options);
-    let ctx = SensorContext { sink: sink.clone(), health: health.clone(), stamper: Stamper::global() };
-    sensor.start(ctx).unwrap();
+    let (sink, health) = start(&mut sensor, "files");
     let status = health.snapshot();
     assert_eq!((status.state.as_str(), status.mode.as_str()), ("running", "fanotify"), "{status:?}");
 

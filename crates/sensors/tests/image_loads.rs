@@ -6,19 +6,18 @@
 #![cfg(target_os = "linux")]
 
 mod support;
-use support::{Collect, is_root};
+use support::{Collect, is_root, process_cache, start};
 
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use watchpost_catalog::{Stamper, catalog};
+use watchpost_catalog::catalog;
 use watchpost_config::{Config, ImageLoadDedup};
+use watchpost_sensors::Sensor;
 use watchpost_sensors::linux::image_loads::ImageLoadSensor;
 use watchpost_sensors::linux::process_cache::ProcessCache;
-use watchpost_sensors::linux::process_events::{ProcessOptions, ProcessSensor};
-use watchpost_sensors::{Sensor, SensorContext, SensorHealth};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 /// A small packaged library that depends on libc only and that Python does not load itself.
@@ -57,14 +56,6 @@ fn md5sum(path: &Path) -> String {
     String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
 }
 
-fn start(sensor: &mut dyn Sensor, name: &str) -> (Arc<Collect>, Arc<SensorHealth>) {
-    let sink = Arc::new(Collect::default());
-    let health = Arc::new(SensorHealth::new(name));
-    let ctx = SensorContext { sink: sink.clone(), health: health.clone(), stamper: Stamper::global() };
-    sensor.start(ctx).unwrap();
-    (sink, health)
-}
-
 const EVENT_COLUMNS: [&str; 7] =
     ["image_path", "md5", "uid", "process_guid", "sign_info", "trust_info", "action"];
 
@@ -74,9 +65,7 @@ fn image_loads_are_reported_once_per_process_with_hash_and_package() {
         println!("SKIPPED: system-wide perf events need root (CI runs as root)");
         return;
     }
-    let cache = Arc::new(ProcessCache::default());
-    let mut process_sensor = ProcessSensor::new(Arc::clone(&cache), ProcessOptions::default());
-    let (processes, _) = start(&mut process_sensor, "process");
+    let (cache, mut process_sensor, processes) = process_cache();
     let mut per_process = ImageLoadSensor::new(Arc::clone(&cache), &Config::default());
     let (sink, health) = start(&mut per_process, "image_loads");
     let mut every = Config::default();

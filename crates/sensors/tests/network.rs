@@ -6,7 +6,7 @@
 #![cfg(target_os = "linux")]
 
 mod support;
-use support::{Collect, is_root};
+use support::{Collect, Row, is_root, process_cache, rows, start};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -15,33 +15,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use watchpost_catalog::{Stamper, catalog};
 use watchpost_sensors::linux::network::{NetworkOptions, NetworkSensor};
-use watchpost_sensors::linux::process_cache::ProcessCache;
-use watchpost_sensors::linux::process_events::{ProcessOptions, ProcessSensor};
-use watchpost_sensors::{Sensor, SensorContext, SensorHealth};
+use watchpost_sensors::linux::process_events::ProcessSensor;
+use watchpost_sensors::SensorHealth;
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-type Row = std::collections::HashMap<String, String>;
-
-/// Every row of `table` so far, column name -> text ("" for NULL).
-fn rows(sink: &Collect, table: &str) -> Vec<Row> {
-    let table = catalog().table(table).unwrap();
-    let events = sink.0.lock().unwrap();
-    events
-        .iter()
-        .filter(|e| e.table == table.id)
-        .map(|e| {
-            table
-                .columns
-                .iter()
-                .zip(&e.values)
-                .map(|(c, v)| (c.name.to_string(), v.to_text().unwrap_or_default()))
-                .collect()
-        })
-        .collect()
-}
 
 /// Waits for a row of `table` with all the `wanted` column values; panics with what came.
 fn wait_row(sink: &Collect, table: &str, wanted: &[(&str, String)]) -> Row {
@@ -68,19 +46,9 @@ struct Running {
 }
 
 fn start_sensor() -> Running {
-    let cache = Arc::new(ProcessCache::default());
-    let mut process = ProcessSensor::new(Arc::clone(&cache), ProcessOptions::default());
-    let process_ctx = SensorContext {
-        sink: Arc::new(Collect::default()),
-        health: Arc::new(SensorHealth::new("process")),
-        stamper: Stamper::global(),
-    };
-    process.start(process_ctx).unwrap();
-    let sink = Arc::new(Collect::default());
-    let health = Arc::new(SensorHealth::new("network"));
+    let (cache, process, _) = process_cache();
     let mut sensor = NetworkSensor::new(cache, NetworkOptions { report_own_activity: true });
-    let ctx = SensorContext { sink: sink.clone(), health: health.clone(), stamper: Stamper::global() };
-    sensor.start(ctx).unwrap();
+    let (sink, health) = start(&mut sensor, "network");
     let snapshot = health.snapshot();
     assert_eq!(
         (snapshot.state.as_str(), snapshot.mode.as_str()),

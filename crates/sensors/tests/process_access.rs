@@ -7,17 +7,14 @@
 #![cfg(target_os = "linux")]
 
 mod support;
-use support::{Collect, is_root};
+use support::{Collect, is_root, process_cache, start};
 
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use watchpost_catalog::{Stamper, catalog};
+use watchpost_catalog::catalog;
+use watchpost_sensors::Sensor;
 use watchpost_sensors::linux::process_access::ProcessAccessSensor;
-use watchpost_sensors::linux::process_cache::ProcessCache;
-use watchpost_sensors::linux::process_events::{ProcessOptions, ProcessSensor};
-use watchpost_sensors::{Sensor, SensorContext, SensorHealth};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -91,19 +88,9 @@ fn ptrace_and_process_vm_access_are_reported_with_the_module_written() {
         println!("SKIPPED ptrace_and_process_vm_access_are_reported_with_the_module_written: needs root");
         return;
     }
-    let sink = Arc::new(Collect::default());
-    let health = Arc::new(SensorHealth::new("process_access"));
-    let cache = Arc::new(ProcessCache::default());
-    let mut process_sensor = ProcessSensor::new(Arc::clone(&cache), ProcessOptions::default());
-    let process_ctx = SensorContext {
-        sink: Arc::new(Collect::default()),
-        health: Arc::new(SensorHealth::new("process")),
-        stamper: Stamper::global(),
-    };
-    process_sensor.start(process_ctx).unwrap();
+    let (cache, mut process_sensor, _) = process_cache();
     let mut sensor = ProcessAccessSensor::new(cache);
-    let ctx = SensorContext { sink: sink.clone(), health: health.clone(), stamper: Stamper::global() };
-    sensor.start(ctx).unwrap();
+    let (sink, health) = start(&mut sensor, "process_access");
     assert_eq!(health.snapshot().mode, "bpf");
 
     let helper = Command::new("/usr/bin/python3").args(["-c", HELPER]).output().unwrap();
