@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use watchpost_sensors::SensorHealth;
 use watchpost_sensors::linux::network::{NetworkOptions, NetworkSensor};
 use watchpost_sensors::linux::process_events::ProcessSensor;
-use watchpost_sensors::SensorHealth;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 

@@ -40,7 +40,7 @@ use super::bpf;
 use super::process::{clock_ticks_per_second, process_guid};
 use super::process_cache::ProcessCache;
 use super::process_records::boottime_to_ticks;
-use super::sensor_thread::SensorThread;
+use super::sensor_thread::{Ready, SensorThread};
 use crate::{Sensor, SensorContext, SensorError, SensorState, catalog_table, column_index};
 
 const OPEN_TABLE: &str = "win_process_open_events";
@@ -337,7 +337,7 @@ fn load_programs(
     Ok(skel)
 }
 
-fn run(mut worker: Worker, stop: &AtomicBool, ready: &crossbeam_channel::Sender<Result<(), String>>) {
+fn run(mut worker: Worker, stop: &AtomicBool, ready: &Ready) {
     let mut object = MaybeUninit::uninit();
     let skel = match load_programs(&mut object) {
         Ok(skel) => skel,
@@ -372,23 +372,18 @@ impl Sensor for ProcessAccessSensor {
             ticks_per_second: clock_ticks_per_second(),
             symbols: symbols::Symbolizer::default(),
         };
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let (ready, ready_rx) = crossbeam_channel::bounded(1);
-        let thread = std::thread::Builder::new()
-            .name("watchpost-ptrace".into())
-            .spawn(move || run(worker, &flag, &ready))
-            .map_err(|source| SensorError::Spawn { sensor: NAME, source })?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => {
-                self.running = Some(SensorThread::new(stop, thread, ctx.health));
+        let started = SensorThread::spawn_when_ready(NAME, "watchpost-ptrace", Arc::clone(&ctx.health), {
+            move |stop, ready| run(worker, stop, ready)
+        })?;
+        match started {
+            Ok(thread) => {
+                self.running = Some(thread);
                 Ok(())
             }
-            outcome => {
-                let _ = thread.join();
-                let reason = match outcome {
-                    Ok(Err(reason)) => format!("cannot load the BPF programs: {reason}"),
-                    _ => "the BPF loader thread ended early".to_string(),
+            Err(reason) => {
+                let reason = match reason {
+                    Some(reason) => format!("cannot load the BPF programs: {reason}"),
+                    None => "the BPF loader thread ended early".to_string(),
                 };
                 ctx.health.set_state(SensorState::Failed(reason.clone()));
                 Err(SensorError::Source { sensor: NAME, reason })

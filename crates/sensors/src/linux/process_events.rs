@@ -37,7 +37,7 @@ use super::proc_connector::{ConnectorEvent, ProcConnector};
 use super::process::{clock_ticks_per_second, process_guid};
 use super::process_cache::{Origin, ProcessCache, ProcessInfo, join_args};
 use super::process_records::{ProcessRecord, RecordHeader, boottime_to_ticks, decode};
-use super::sensor_thread::SensorThread;
+use super::sensor_thread::{Ready, SensorThread};
 use crate::{Sensor, SensorContext, SensorError, SensorState, catalog_table, column_index};
 
 const TABLE: &str = "win_process_events";
@@ -302,7 +302,7 @@ fn load_process_programs(
 
 /// Loads and attaches the BPF programs, seeds the cache, says so on `ready`, then forwards
 /// ring-buffer records to `tracker` until `stop`.
-fn run_bpf(mut tracker: Tracker, stop: &AtomicBool, ready: &crossbeam_channel::Sender<Result<(), String>>) {
+fn run_bpf(mut tracker: Tracker, stop: &AtomicBool, ready: &Ready) {
     let mut object = MaybeUninit::uninit();
     let skel = match load_process_programs(&mut object) {
         Ok(skel) => skel,
@@ -387,22 +387,16 @@ impl Sensor for ProcessSensor {
             return self.start_fallback(ctx, columns, "disabled by the sensor's options");
         }
         let tracker = Tracker::new(ctx.clone(), columns, Arc::clone(&self.cache));
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let (ready, ready_rx) = crossbeam_channel::bounded(1);
-        let thread = self.spawn("watchpost-process", move || run_bpf(tracker, &flag, &ready))?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => {
-                self.running = Some(SensorThread::new(stop, thread, ctx.health));
+        let started = SensorThread::spawn_when_ready(NAME, "watchpost-process", Arc::clone(&ctx.health), {
+            move |stop, ready| run_bpf(tracker, stop, ready)
+        })?;
+        match started {
+            Ok(thread) => {
+                self.running = Some(thread);
                 Ok(())
             }
-            outcome => {
-                // The thread has returned (or panicked) without a running ring buffer.
-                let _ = thread.join();
-                let why = match outcome {
-                    Ok(Err(reason)) => reason,
-                    _ => "the BPF loader thread ended early".to_string(),
-                };
+            Err(reason) => {
+                let why = reason.unwrap_or_else(|| "the BPF loader thread ended early".to_string());
                 ctx.health.record_error(format!("cannot load the process BPF programs: {why}"));
                 self.start_fallback(ctx, columns, &why)
             }

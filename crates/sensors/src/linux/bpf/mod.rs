@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use libbpf_rs::{MapCore, MapFlags, Object, RingBufferBuilder};
 
+use super::sensor_thread::Ready;
+
 /// Skeleton of `process.bpf.c`: exec/exit/fork tracepoints into a ring buffer.
 #[allow(clippy::all, clippy::pedantic)]
 pub(crate) mod process {
@@ -106,7 +108,7 @@ pub(crate) fn drive_ring_buffer(
     lost: &dyn MapCore,
     health: &crate::SensorHealth,
     stop: &AtomicBool,
-    ready: &crossbeam_channel::Sender<Result<(), String>>,
+    ready: &Ready,
     mut handle: impl FnMut(&[u8]),
 ) {
     let mut builder = RingBufferBuilder::new();

@@ -43,7 +43,7 @@ use super::bpf;
 use super::process::{clock_ticks_per_second, process_guid};
 use super::process_cache::ProcessCache;
 use super::process_records::boottime_to_ticks;
-use super::sensor_thread::SensorThread;
+use super::sensor_thread::{Ready, SensorThread};
 use crate::{Sensor, SensorContext, SensorError, SensorState, catalog_table, column_index};
 use capture::{Capture, PacketMeta};
 use flows::FlowTable;
@@ -435,7 +435,7 @@ fn load_programs(
     Ok(Loaded { skel, _links: links, udp_gap })
 }
 
-fn run(mut worker: Worker, stop: &AtomicBool, ready: &crossbeam_channel::Sender<Result<(), String>>) {
+fn run(mut worker: Worker, stop: &AtomicBool, ready: &Ready) {
     let mut object = MaybeUninit::uninit();
     let loaded = match load_programs(&mut object, worker.own_pid) {
         Ok(loaded) => loaded,
@@ -577,24 +577,16 @@ impl Sensor for NetworkSensor {
             tcp_dns: TcpDnsStreams::default(),
             malformed_reported: None,
         };
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let (ready, ready_rx) = crossbeam_channel::bounded(1);
-        let thread = std::thread::Builder::new()
-            .name("watchpost-network".into())
-            .spawn(move || run(worker, &flag, &ready))
-            .map_err(|source| SensorError::Spawn { sensor: NAME, source })?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => {
-                self.running = Some(SensorThread::new(stop, thread, ctx.health));
+        let started = SensorThread::spawn_when_ready(NAME, "watchpost-network", Arc::clone(&ctx.health), {
+            move |stop, ready| run(worker, stop, ready)
+        })?;
+        match started {
+            Ok(thread) => {
+                self.running = Some(thread);
                 Ok(())
             }
-            outcome => {
-                let _ = thread.join();
-                let reason = match outcome {
-                    Ok(Err(reason)) => reason,
-                    _ => "the network sensor thread ended early".to_string(),
-                };
+            Err(reason) => {
+                let reason = reason.unwrap_or_else(|| "the network sensor thread ended early".to_string());
                 ctx.health.set_state(SensorState::Failed(reason.clone()));
                 Err(SensorError::Source { sensor: NAME, reason })
             }
