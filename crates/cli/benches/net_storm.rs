@@ -143,82 +143,24 @@ fn tcp_storm(length: std::time::Duration, rate: u64) -> Storm {
 }
 
 #[cfg(target_os = "linux")]
-struct Dnsmasq(std::process::Child);
-
-#[cfg(target_os = "linux")]
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[cfg(target_os = "linux")]
-fn dns_query(name: &str) -> Vec<u8> {
-    let mut message = vec![0x42, 0x42, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in name.split('.') {
-        message.push(label.len() as u8);
-        message.extend(label.as_bytes());
-    }
-    message.extend([0, 0, 1, 0, 1]);
-    message
-}
-
-/// Asks 127.0.0.1:53 from a new socket; whether an answer came.
-#[cfg(target_os = "linux")]
-fn ask(name: &str) -> bool {
-    let Ok(socket) = std::net::UdpSocket::bind("127.0.0.1:0") else { return false };
-    let _ = socket.set_read_timeout(Some(std::time::Duration::from_secs(1)));
-    if socket.send_to(&dns_query(name), "127.0.0.1:53").is_err() {
-        return false;
-    }
-    socket.recv_from(&mut [0u8; 512]).is_ok()
-}
-
-#[cfg(target_os = "linux")]
 fn dns_storm(
     daemon: &common::Daemon,
     pid: u32,
     length: std::time::Duration,
     rate: u64,
 ) -> Result<(), String> {
-    use std::process::{Command, Stdio};
-    use std::time::Duration;
-    if std::net::UdpSocket::bind("127.0.0.1:53").is_err() {
-        return Err("127.0.0.1:53 is busy".into());
-    }
-    let child = Command::new("dnsmasq")
-        .args([
-            "--no-daemon",
-            "--no-resolv",
-            "--no-hosts",
-            "--port=53",
-            "--listen-address=127.0.0.1",
-            "--bind-interfaces",
-            "--pid-file",
-            "--user=root",
-            "--cache-size=0",
-            "--dns-forward-max=10000",
-            "--address=/watchpost.test/127.0.0.1",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start dnsmasq (Debian dnsmasq-base): {e}"))?;
-    let _dnsmasq = Dnsmasq(child);
-    if common::wait_for(Duration::from_secs(20), || ask("warmup.watchpost.test").then_some(())).is_none() {
-        return Err("dnsmasq does not answer".into());
-    }
+    let _dnsmasq = common::Dnsmasq::start(&["--cache-size=0", "--dns-forward-max=10000"])?;
     let tag = format!("s{}", std::process::id());
     let cpu_before = support::cpu_seconds(pid);
     let (answered, elapsed) =
-        paced(length, rate, 4, |thread, i| ask(&format!("q{i}.t{thread}.{tag}.watchpost.test")));
+        paced(length, rate, 4, |thread, i| common::ask_dns(&format!("q{i}.t{thread}.{tag}.watchpost.test")));
     let count = |table: &str| {
         let sql =
             format!("SELECT count(*) AS n FROM {table} WHERE domain_name LIKE '%.{tag}.watchpost.test'");
         common::text(&daemon.rows(&sql)[0], "n").parse::<u64>().unwrap_or(0)
     };
-    let responses = support::settle(Duration::from_secs(2), 30, || count("win_dns_response_events"));
+    let responses =
+        support::settle(std::time::Duration::from_secs(2), 30, || count("win_dns_response_events"));
     let requests = count("win_dns_events");
     let cpu = support::cpu_seconds(pid) - cpu_before;
     println!(

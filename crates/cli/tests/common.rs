@@ -174,3 +174,67 @@ pub fn logger_config(extra: &str) -> String {
 }}"#
     )
 }
+
+/// A DNS query for the A record of `name` (RFC 1035 wire format, recursion desired).
+pub fn dns_query(name: &str) -> Vec<u8> {
+    let mut message = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        message.push(label.len() as u8);
+        message.extend(label.as_bytes());
+    }
+    message.extend([0, 0, 1, 0, 1]);
+    message
+}
+
+/// Asks 127.0.0.1:53 for `name` from a new socket; whether an answer came within a second.
+pub fn ask_dns(name: &str) -> bool {
+    let Ok(socket) = std::net::UdpSocket::bind("127.0.0.1:0") else { return false };
+    let _ = socket.set_read_timeout(Some(Duration::from_secs(1)));
+    if socket.send_to(&dns_query(name), "127.0.0.1:53").is_err() {
+        return false;
+    }
+    socket.recv_from(&mut [0u8; 512]).is_ok()
+}
+
+/// Debian's dnsmasq on 127.0.0.1:53, answering every `*.watchpost.test` name with 127.0.0.1;
+/// killed when dropped.
+pub struct Dnsmasq(Child);
+
+impl Dnsmasq {
+    /// Starts it with `extra` arguments and waits up to 20 s until it answers. The error says
+    /// why not: the port is taken, dnsmasq is missing, or it does not answer.
+    pub fn start(extra: &[&str]) -> Result<Dnsmasq, String> {
+        if std::net::UdpSocket::bind("127.0.0.1:53").is_err() {
+            return Err("127.0.0.1:53 is busy".into());
+        }
+        let child = Command::new("dnsmasq")
+            .args([
+                "--no-daemon",
+                "--no-resolv",
+                "--no-hosts",
+                "--port=53",
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+                "--pid-file",
+                "--user=root",
+                "--address=/watchpost.test/127.0.0.1",
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start dnsmasq (Debian dnsmasq-base): {e}"))?;
+        let dnsmasq = Dnsmasq(child);
+        match wait_for(Duration::from_secs(20), || ask_dns("warmup.watchpost.test").then_some(())) {
+            Some(()) => Ok(dnsmasq),
+            None => Err("dnsmasq does not answer".into()),
+        }
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

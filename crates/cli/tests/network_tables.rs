@@ -7,36 +7,8 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-use common::{Daemon, is_root, logger_config, text, wait_for};
-
-struct Dnsmasq(Child);
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn dns_query(name: &str) -> Vec<u8> {
-    let mut message = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in name.split('.') {
-        message.push(label.len() as u8);
-        message.extend(label.as_bytes());
-    }
-    message.extend([0, 0, 1, 0, 1]);
-    message
-}
-
-fn ask(name: &str) -> bool {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    socket.set_read_timeout(Some(Duration::from_secs(1))).expect("timeout");
-    socket.send_to(&dns_query(name), "127.0.0.1:53").expect("send");
-    socket.recv_from(&mut [0u8; 512]).is_ok()
-}
+use common::{Daemon, Dnsmasq, ask_dns, is_root, logger_config, text};
 
 #[test]
 fn sockets_dns_and_http_arrive_through_sql() {
@@ -105,26 +77,8 @@ fn sockets_dns_and_http_arrive_through_sql() {
         eprintln!("SKIPPED DNS part: 127.0.0.1:53 is busy");
         return;
     }
-    let _dnsmasq = Dnsmasq(
-        Command::new("dnsmasq")
-            .args([
-                "--no-daemon",
-                "--no-resolv",
-                "--no-hosts",
-                "--port=53",
-                "--listen-address=127.0.0.1",
-                "--bind-interfaces",
-                "--pid-file",
-                "--user=root",
-                "--address=/watchpost.test/127.0.0.1",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dnsmasq (Debian dnsmasq-base) is installed"),
-    );
-    assert!(wait_for(Duration::from_secs(20), || ask("warmup.watchpost.test").then_some(())).is_some());
-    assert!(ask("sql.watchpost.test"));
+    let _dnsmasq = Dnsmasq::start(&[]).expect("dnsmasq (Debian dnsmasq-base) answers on 127.0.0.1:53");
+    assert!(ask_dns("sql.watchpost.test"));
     let rows = daemon.wait_rows(
         "SELECT domain_name, request_type, pid, remote_address, remote_port FROM win_dns_events \
          WHERE domain_name = 'sql.watchpost.test'",
