@@ -36,18 +36,10 @@ print(os.getpid())
 
 /// The named columns of the rows of `table` whose pid is `pid`, as text ("" for NULL).
 fn rows(sink: &Collect, table: &str, pid: u32, columns: &[&str]) -> Vec<Vec<String>> {
-    let table = catalog().table(table).unwrap();
-    let pid_at = table.column_index("pid").unwrap();
-    let events = sink.0.lock().unwrap();
-    events
+    support::rows(sink, table)
         .iter()
-        .filter(|e| e.table == table.id && e.values[pid_at].to_text() == Some(pid.to_string()))
-        .map(|e| {
-            columns
-                .iter()
-                .map(|c| e.values[table.column_index(c).unwrap()].to_text().unwrap_or_default())
-                .collect()
-        })
+        .filter(|row| row["pid"] == pid.to_string())
+        .map(|row| columns.iter().map(|c| row[*c].clone()).collect())
         .collect()
 }
 

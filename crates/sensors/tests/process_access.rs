@@ -12,7 +12,6 @@ use support::{Collect, is_root, process_cache, start};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use watchpost_catalog::catalog;
 use watchpost_sensors::Sensor;
 use watchpost_sensors::linux::process_access::ProcessAccessSensor;
 
@@ -68,18 +67,7 @@ print(pid, hex(text), hex(data), libc_path, hex(qsort))
 
 /// The named columns of the rows of `table` so far, as text ("" for NULL).
 fn rows(sink: &Collect, table: &str, columns: &[&str]) -> Vec<Vec<String>> {
-    let table = catalog().table(table).unwrap();
-    let events = sink.0.lock().unwrap();
-    events
-        .iter()
-        .filter(|e| e.table == table.id)
-        .map(|e| {
-            columns
-                .iter()
-                .map(|c| e.values[table.column_index(c).unwrap()].to_text().unwrap_or_default())
-                .collect()
-        })
-        .collect()
+    support::rows(sink, table).iter().map(|row| columns.iter().map(|c| row[*c].clone()).collect()).collect()
 }
 
 #[test]
