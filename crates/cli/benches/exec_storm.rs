@@ -7,6 +7,9 @@
 //! what auditd's execve rule captures, the like-for-like comparison; and that again with the
 //! storm's executable excluded by a filter, the cost a kernel-side exclusion could save.
 //!
+//! Each phase with an agent starts with a second of unmeasured storm (see `warm_up`), so that
+//! the figures are the cost per exec, not the agent's start-up.
+//!
 //! `cargo bench -p watchpost --bench exec_storm [-- SECONDS]` as root (default 5 s per phase).
 
 #[cfg(target_os = "linux")]
@@ -33,6 +36,7 @@ fn main() {
     let daemon = common::Daemon::start(&common::logger_config(""));
     let pid = daemon.child.as_ref().map_or(0, |c| c.id());
     support::wait_running(&daemon, "win_process_events");
+    warm_up(&marker, || settle_stored(&daemon));
     let tag = format!("{marker}-agent");
     let cpu_before = support::cpu_seconds(pid);
     let with_agent = storm(phase, &tag);
@@ -64,6 +68,7 @@ fn main() {
     )));
     let pid = process_only.child.as_ref().map_or(0, |c| c.id());
     support::wait_running(&process_only, "win_process_events");
+    warm_up(&marker, || settle_stored(&process_only));
     let cpu_before = support::cpu_seconds(pid);
     let tag = format!("{marker}-process");
     let process_run = storm(phase, &tag);
@@ -87,13 +92,17 @@ fn main() {
     )));
     let pid = excluded.child.as_ref().map_or(0, |c| c.id());
     support::wait_running(&excluded, "win_process_events");
+    let settle_filtered = || {
+        support::settle(Duration::from_secs(1), 30, || {
+            let rows =
+                excluded.rows("SELECT filtered FROM watchpost_status WHERE table_name = 'win_process_events'");
+            rows.first().and_then(|r| common::text(r, "filtered").parse().ok()).unwrap_or(0)
+        })
+    };
+    warm_up(&marker, settle_filtered);
     let cpu_before = support::cpu_seconds(pid);
     let filtered_run = storm(phase, &format!("{marker}-filtered"));
-    support::settle(Duration::from_secs(1), 30, || {
-        let rows =
-            excluded.rows("SELECT filtered FROM watchpost_status WHERE table_name = 'win_process_events'");
-        rows.first().and_then(|r| common::text(r, "filtered").parse().ok()).unwrap_or(0)
-    });
+    settle_filtered();
     let filtered_cpu = support::cpu_seconds(pid) - cpu_before;
     drop(excluded);
     let filtered_per_1000 = filtered_cpu / filtered_run.execs.max(1) as f64 * 1000.0;
@@ -106,6 +115,10 @@ fn main() {
     let audit = support::Auditd::start(&["-a always,exit -F arch=b64 -S execve,execveat -k wpstorm"]);
     let mut audit_line = None;
     if let Some(auditd) = &audit {
+        warm_up(&marker, || {
+            std::thread::sleep(Duration::from_secs(1));
+            0
+        });
         let lost_before = support::Auditd::lost();
         let tag = format!("{marker}-audit");
         let cpu_before = support::cpu_seconds(auditd.pid());
@@ -153,6 +166,15 @@ fn main() {
             );
         }
     }
+}
+
+/// A second of storm before a measured phase, then `settle`: what the agent (or auditd) does
+/// once after it starts (sensors still attaching, the dpkg index read at the first image load,
+/// caches filling) is start-up cost, not the cost per exec that the phase measures.
+#[cfg(target_os = "linux")]
+fn warm_up(marker: &str, settle: impl FnOnce() -> u64) {
+    storm(std::time::Duration::from_secs(1), &format!("{marker}-warmup"));
+    settle();
 }
 
 /// Waits until the daemon's stored count of `win_process_events` stops growing (a status

@@ -32,7 +32,7 @@ pub mod hashes;
 pub mod perf;
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -314,17 +314,12 @@ impl Enricher {
     fn emit(&mut self, load: PendingLoad) {
         let PendingLoad { stamps, mapping, guid, user } = load;
         let file_path = mapping.path.strip_suffix(" (deleted)").unwrap_or(&mapping.path);
-        let candidates = [
-            PathBuf::from(file_path),
-            PathBuf::from(format!(
-                "/proc/{}/map_files/{:x}-{:x}",
-                mapping.pid,
-                mapping.address,
-                mapping.address.saturating_add(mapping.length)
-            )),
-        ];
+        let map_file = || {
+            let end = mapping.address.saturating_add(mapping.length);
+            PathBuf::from(format!("/proc/{}/map_files/{:x}-{end:x}", mapping.pid, mapping.address))
+        };
         let max_bytes = self.settings.hash_max_bytes.load(Ordering::Relaxed);
-        let md5 = self.hashes.md5(&candidates, mapping.device(), mapping.inode, max_bytes);
+        let md5 = self.hashes.md5(Path::new(file_path), map_file, mapping.device(), mapping.inode, max_bytes);
         let verdict = self.packages.verdict(&mapping.path, md5.as_ref());
         let md5 = md5.as_ref().map(hashes::hex);
         let c = &self.columns;
