@@ -94,8 +94,8 @@ fn main() {
     support::wait_running(&excluded, "win_process_events");
     let settle_filtered = || {
         support::settle(Duration::from_secs(1), 30, || {
-            let rows =
-                excluded.rows("SELECT filtered FROM watchpost_status WHERE table_name = 'win_process_events'");
+            let rows = excluded
+                .rows("SELECT filtered FROM watchpost_status WHERE table_name = 'win_process_events'");
             rows.first().and_then(|r| common::text(r, "filtered").parse().ok()).unwrap_or(0)
         })
     };
