@@ -6,7 +6,7 @@
 #![cfg(target_os = "linux")]
 
 mod support;
-use support::{Collect, Row, is_root, process_cache, rows, start};
+use support::{Collect, Row, dns_query, is_root, process_cache, rows, start};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -252,19 +252,6 @@ impl Drop for Dnsmasq {
     }
 }
 
-/// A DNS query for `name` of type `qtype`, class IN.
-fn dns_query(name: &str, qtype: u16) -> Vec<u8> {
-    let mut message = vec![0x77, 0x70, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in name.split('.') {
-        message.push(label.len() as u8);
-        message.extend(label.as_bytes());
-    }
-    message.push(0);
-    message.extend(qtype.to_be_bytes());
-    message.extend(1u16.to_be_bytes());
-    message
-}
-
 /// Asks 127.0.0.1:53 over UDP; the local port used, once answered.
 fn udp_query(name: &str, qtype: u16) -> Option<u16> {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -413,65 +400,4 @@ fn plaintext_http_requests_show_their_url_and_process() {
         );
         assert_eq!(row["process_name"], "/usr/bin/curl");
     }
-}
-
-/// Builds an IPv4 packet from 127.0.0.1:`src_port` to 127.0.0.1:`dst_port` carrying `payload`
-/// over UDP (17) or TCP (6, a bare 20-byte header).
-fn ipv4_packet(protocol: u8, src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
-    let transport = if protocol == 17 { 8 } else { 20 };
-    let total = (20 + transport + payload.len()) as u16;
-    let mut packet = vec![0x45, 0];
-    packet.extend(total.to_be_bytes());
-    packet.extend([0, 0, 0x40, 0, 64, protocol, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1]);
-    packet.extend(src_port.to_be_bytes());
-    packet.extend(dst_port.to_be_bytes());
-    if protocol == 17 {
-        packet.extend(((8 + payload.len()) as u16).to_be_bytes());
-        packet.extend([0, 0]);
-    } else {
-        packet.extend([0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
-    }
-    packet.extend(payload);
-    packet
-}
-
-/// Decoding throughput over typical packets (a DNS query, a DNS response with two answers, an
-/// HTTP request head): `cargo test --profile bench -p watchpost-sensors --test network --
-/// --ignored parse_throughput --nocapture`.
-#[test]
-#[ignore = "a measurement, not a check; run in release"]
-fn parse_throughput() {
-    use watchpost_sensors::linux::network::packets::{parse_dns, parse_http_request, segment};
-    let query = dns_query("www.watchpost.test", 1);
-    let mut response = query.clone();
-    response[2] = 0x81;
-    response[3] = 0x80;
-    response[7] = 2;
-    for address in [[127, 0, 0, 1], [10, 0, 0, 2]] {
-        response.extend([0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
-        response.extend(address);
-    }
-    let http = b"GET /index.html?q=1 HTTP/1.1\r\nHost: www.watchpost.test\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n";
-    let packets = [
-        ipv4_packet(17, 40000, 53, &query),
-        ipv4_packet(17, 53, 40000, &response),
-        ipv4_packet(6, 40001, 80, http),
-    ];
-    let rounds = 300_000;
-    let start = Instant::now();
-    let mut decoded = 0usize;
-    for _ in 0..rounds {
-        for packet in &packets {
-            let segment = segment(packet).unwrap().unwrap();
-            if segment.src.port() == 53 || segment.dst.port() == 53 {
-                decoded += parse_dns(segment.payload).unwrap().questions.len();
-            } else {
-                decoded += parse_http_request(segment.payload, segment.dst).unwrap().url.len().min(1);
-            }
-        }
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    let total = rounds * packets.len();
-    assert_eq!(decoded, total);
-    println!("decoded {total} packets in {elapsed:.2} s: {:.0} packets/s", total as f64 / elapsed);
 }

@@ -1,6 +1,6 @@
-//! What the sensor tests share: a sink that keeps every event a sensor emits and reads it back as
-//! rows, starting a sensor, a process cache kept current as in the agent, and the root check of
-//! the tests that need the kernel sources.
+//! What the sensor tests (and the packet-parsing bench) share: a sink that keeps every event a
+//! sensor emits and reads it back as rows, starting a sensor, a process cache kept current as in
+//! the agent, the root check of the tests that need the kernel sources, and a DNS query builder.
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
@@ -71,4 +71,17 @@ pub fn process_cache() -> (Arc<ProcessCache>, ProcessSensor, Arc<Collect>) {
     let mut sensor = ProcessSensor::new(Arc::clone(&cache), ProcessOptions::default());
     let (sink, _) = start(&mut sensor, "process");
     (cache, sensor, sink)
+}
+
+/// A DNS query for `name` of type `qtype`, class IN.
+pub fn dns_query(name: &str, qtype: u16) -> Vec<u8> {
+    let mut message = vec![0x77, 0x70, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        message.push(label.len() as u8);
+        message.extend(label.as_bytes());
+    }
+    message.push(0);
+    message.extend(qtype.to_be_bytes());
+    message.extend(1u16.to_be_bytes());
+    message
 }
