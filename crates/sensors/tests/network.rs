@@ -139,9 +139,13 @@ fn a_child_process_connecting_is_named_as_itself() {
     let running = start_sensor();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let server = listener.local_addr().unwrap();
-    let child = Command::new("python3")
+    // The child's pid execs twice (sh, then python, which may itself be a shim script that
+    // execs again) and connects at once: its Connect must carry the last image, not an earlier
+    // one the process cache may still hold when the socket record arrives.
+    let child = Command::new("/bin/sh")
         .args([
             "-c",
+            "exec python3 -c \"$0\" \"$1\"",
             "import socket,sys; s=socket.create_connection(('127.0.0.1', int(sys.argv[1]))); \
              print(s.getsockname()[1], flush=True); s.recv(1); s.close()",
             &server.port().to_string(),

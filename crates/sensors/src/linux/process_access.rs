@@ -60,7 +60,7 @@ const PTRACE_ATTACH: u64 = 16;
 const PTRACE_SETREGSET: u64 = 0x4205;
 const PTRACE_SEIZE: u64 = 0x4206;
 /// Bytes of `struct access_event`.
-const RECORD: usize = 40;
+const RECORD: usize = 48;
 
 /// Access kinds of `win_process_open_events`: the `granted_access` text and value bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +117,8 @@ pub struct AccessRecord {
     pub start_boottime_ns: u64,
     pub request: u64,
     pub address: u64,
+    /// The caller's `self_exec_id` (see the process records).
+    pub exec_id: u64,
 }
 
 impl AccessRecord {
@@ -134,6 +136,7 @@ impl AccessRecord {
             start_boottime_ns: u64_at(16)?,
             request: u64_at(24)?,
             address: u64_at(32)?,
+            exec_id: u64_at(40)?,
         })
     }
 
@@ -282,9 +285,9 @@ impl Worker {
             return;
         }
         let root = self.cache.proc_root();
-        let src_guid =
-            process_guid(record.pid, boottime_to_ticks(record.start_boottime_ns, self.ticks_per_second));
-        let src = self.cache.lookup_live(record.pid);
+        let src_start = boottime_to_ticks(record.start_boottime_ns, self.ticks_per_second);
+        let src_guid = process_guid(record.pid, src_start);
+        let src = self.cache.lookup_instance(record.pid, src_start, record.exec_id as u32);
         let target_pid = thread_group(root, record.target);
         let target = self.cache.lookup_live(target_pid);
         let user = self.cache.user_name(record.uid);
@@ -436,18 +439,18 @@ mod tests {
         for value in [KIND_PTRACE, 10, 0, 11] {
             data.extend(value.to_ne_bytes());
         }
-        for value in [5_000_000u64, PTRACE_POKETEXT, 0x1000] {
+        for value in [5_000_000u64, PTRACE_POKETEXT, 0x1000, 3] {
             data.extend(value.to_ne_bytes());
         }
         let record = AccessRecord::decode(&data).unwrap();
-        assert_eq!((record.pid, record.target, record.address), (10, 11, 0x1000));
+        assert_eq!((record.pid, record.target, record.address, record.exec_id), (10, 11, 0x1000, 3));
         assert_eq!(record.access(), None);
         assert_eq!(record.injection(), Some("PTRACE_POKETEXT"));
         let attach = AccessRecord { request: PTRACE_ATTACH, ..record.clone() };
         assert_eq!((attach.access(), attach.injection()), (Some(Access::PtraceAttach), None));
         let write = AccessRecord { kind: KIND_VM_WRITE, request: 0, ..record.clone() };
         assert_eq!((write.access(), write.injection()), (Some(Access::VmWrite), Some("VM_WRITE")));
-        assert!(AccessRecord::decode(&data[..39]).is_none());
+        assert!(AccessRecord::decode(&data[..47]).is_none());
     }
 
     #[test]
@@ -460,6 +463,7 @@ mod tests {
             start_boottime_ns: 1,
             request: mode,
             address: 0,
+            exec_id: 1,
         };
         let named = |mode| open(mode).access().map(|a| (a.name(), a.value()));
         assert_eq!(named(0), Some(("PROC_MEM_READ", 0x4_0000)));

@@ -16,6 +16,12 @@ use super::users::UserNames;
 
 /// How long an exited process stays in the cache for late lookups.
 pub const EXITED_GRACE: Duration = Duration::from_secs(5);
+/// How long another sensor's event waits for the process sensor to put the exec (or fork) it
+/// was made under into the cache. Exec records wake the process sensor at once, so in practice
+/// the wait is a few milliseconds; this bounds it when the process sensor is behind.
+pub const SETTLE: Duration = Duration::from_millis(150);
+/// How often a waiting lookup looks again.
+const SETTLE_POLL: Duration = Duration::from_millis(1);
 
 /// How a process became known to the cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +56,9 @@ pub struct ProcessInfo {
     /// Guid of the parent; empty when unknown.
     pub parent_guid: String,
     pub origin: Origin,
+    /// The kernel's `self_exec_id` of the process (one more at every exec, inherited by
+    /// fork) when the entry came from a kernel record; `None` when it came from `/proc`.
+    pub exec_id: Option<u64>,
 }
 
 /// pid -> [`ProcessInfo`] of the live (and recently exited) processes.
@@ -131,6 +140,44 @@ impl ProcessCache {
         }
     }
 
+    /// What the cache knows of the instance of `pid` started at `start_time` (clock ticks),
+    /// as it was when the kernel's exec count for it was `exec_id` (the low 32 bits of
+    /// `self_exec_id`, which other sensors' kernel records carry).
+    ///
+    /// Those records travel through other ring buffers than the process sensor's, so one can
+    /// arrive before the exec (or fork) it was made under is in the cache: a shell's child that
+    /// execs `python3`, which is itself a script that execs again, connects before the cache
+    /// knows the second exec. Then this waits up to [`SETTLE`] for the cache to catch up, and
+    /// after that takes `/proc` while the process still runs. It never answers with another
+    /// image of the process than the record's: `None` when nothing better is known. A pid the
+    /// cache does not know at all is read from `/proc` without waiting, as the process sensor
+    /// may not be running.
+    pub fn lookup_instance(&self, pid: u32, start_time: u64, exec_id: u32) -> Option<Arc<ProcessInfo>> {
+        let current =
+            |info: &ProcessInfo| info.start_time == start_time && !exec_is_newer(exec_id, info.exec_id);
+        let known = match self.get(pid) {
+            Some(info) => info,
+            None => return self.lookup(pid).filter(|info| info.start_time == start_time),
+        };
+        if current(&known) {
+            return match known.exec_id {
+                Some(_) => Some(known),
+                // Without the kernel's count a forked entry may hide an exec: ask `/proc`.
+                None => self.lookup_live(pid),
+            };
+        }
+        if known.exec_id.is_some() {
+            let deadline = Instant::now() + SETTLE;
+            while Instant::now() < deadline {
+                std::thread::sleep(SETTLE_POLL);
+                if let Some(info) = self.get(pid).filter(|info| current(info)) {
+                    return Some(info);
+                }
+            }
+        }
+        self.read_proc(pid, Origin::Procfs).filter(|info| info.start_time == start_time).map(Arc::new)
+    }
+
     /// Puts `info` in force for its pid (replacing an older instance of that pid).
     pub fn insert(&self, info: ProcessInfo) -> Arc<ProcessInfo> {
         let info = Arc::new(info);
@@ -197,6 +244,7 @@ impl ProcessCache {
             parent_pid: stat.ppid,
             parent_guid,
             origin,
+            exec_id: None,
         })
     }
 
@@ -212,6 +260,13 @@ impl ProcessCache {
     fn write_lock(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u32, Arc<ProcessInfo>>> {
         self.processes.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// Whether the exec count `wanted` (low 32 bits, from a kernel record) is later than the
+/// `known` one of a cache entry. Unknown counts (entries from `/proc`) are never behind.
+fn exec_is_newer(wanted: u32, known: Option<u64>) -> bool {
+    // Truncated counts compare by their distance, so a wrap of the low 32 bits is harmless.
+    known.is_some_and(|known| (wanted.wrapping_sub(known as u32) as i32) > 0)
 }
 
 /// argv as the kernel stores it (NUL-terminated strings) joined by spaces; invalid UTF-8 is
@@ -273,6 +328,7 @@ mod tests {
             parent_pid: 1,
             parent_guid: String::new(),
             origin: Origin::Execed,
+            exec_id: Some(1),
         };
         cache.insert(info(10, 100));
         cache.insert(info(11, 100));
@@ -289,5 +345,58 @@ mod tests {
         assert!(cache.get(10).is_none());
         assert_eq!(cache.get(11).unwrap().start_time, 200);
         assert!(cache.lookup(99).is_none(), "nothing under the fake proc root");
+    }
+
+    fn image(path: &str, exec_id: u64) -> ProcessInfo {
+        ProcessInfo {
+            pid: 20,
+            start_time: 500,
+            guid: process_guid(20, 500),
+            path: path.into(),
+            cmdline: path.into(),
+            uid: 0,
+            user: "root".into(),
+            parent_pid: 1,
+            parent_guid: String::new(),
+            origin: Origin::Execed,
+            exec_id: Some(exec_id),
+        }
+    }
+
+    #[test]
+    fn a_record_made_under_a_later_exec_waits_for_it_and_never_takes_the_earlier_image() {
+        let cache = Arc::new(ProcessCache::new("/nonexistent", UserNames::from_file("/nonexistent")));
+        // A shim script: the pid ran bash (exec 5), then execs python (exec 6) and connects.
+        cache.insert(image("/usr/bin/bash", 5));
+        assert_eq!(cache.lookup_instance(20, 500, 5).unwrap().path, "/usr/bin/bash");
+
+        let late = {
+            let cache = Arc::clone(&cache);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                cache.insert(image("/usr/bin/python3", 6));
+            })
+        };
+        let started = Instant::now();
+        let found = cache.lookup_instance(20, 500, 6);
+        late.join().unwrap();
+        assert_eq!(found.unwrap().path, "/usr/bin/python3");
+        assert!(started.elapsed() < SETTLE, "answered as soon as the exec arrived");
+
+        // The exec never arrives and /proc has nothing: unknown, not bash.
+        cache.insert(image("/usr/bin/bash", 7));
+        assert_eq!(cache.lookup_instance(20, 500, 8), None);
+        // Another instance of the pid is not this one.
+        assert_eq!(cache.lookup_instance(20, 501, 7), None);
+    }
+
+    #[test]
+    fn exec_counts_compare_across_the_32_bit_wrap() {
+        assert!(exec_is_newer(6, Some(5)));
+        assert!(!exec_is_newer(5, Some(5)));
+        assert!(!exec_is_newer(4, Some(5)));
+        assert!(exec_is_newer(0, Some(u64::from(u32::MAX))));
+        assert!(exec_is_newer(1, Some(1 << 32)), "only the low 32 bits travel in socket records");
+        assert!(!exec_is_newer(9, None), "an entry read from /proc is never behind");
     }
 }

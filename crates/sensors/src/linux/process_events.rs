@@ -155,6 +155,7 @@ impl Tracker {
                     parent_pid: header.ppid,
                     parent_guid: process_guid(header.ppid, self.ticks(header.parent_start_boottime_ns)),
                     origin: Origin::Execed,
+                    exec_id: Some(header.exec_id),
                 };
                 self.exec(info);
             }
@@ -236,6 +237,7 @@ impl Tracker {
             parent_pid: child.ppid,
             parent_guid,
             origin: Origin::Forked,
+            exec_id: Some(child.exec_id),
         });
     }
 
@@ -266,6 +268,7 @@ impl Tracker {
                         parent_pid: known.as_ref().map_or(0, |k| k.parent_pid),
                         parent_guid: known.as_ref().map(|k| k.parent_guid.clone()).unwrap_or_default(),
                         origin: Origin::Execed,
+                        exec_id: None,
                     }
                 });
                 self.exec(info);

@@ -3,7 +3,7 @@
 //! mirrors them by offset and reads them without `unsafe`.
 
 /// Bytes of `struct event_header`.
-const HEADER: usize = 32;
+const HEADER: usize = 40;
 const FILENAME_MAX_BYTES: usize = 4096;
 const ARGS_MAX_BYTES: usize = 4096;
 /// Offset of `exec_event.filename`.
@@ -26,6 +26,9 @@ pub struct RecordHeader {
     pub uid: u32,
     pub start_boottime_ns: u64,
     pub parent_start_boottime_ns: u64,
+    /// The task's `self_exec_id`: one more at every exec, inherited by fork. With the start
+    /// time it tells which image of a process another sensor's record was made under.
+    pub exec_id: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +84,7 @@ pub fn decode(data: &[u8]) -> Result<ProcessRecord, RecordError> {
             uid: u32_at(data, 12)?,
             start_boottime_ns: u64_at(data, 16)?,
             parent_start_boottime_ns: u64_at(data, 24)?,
+            exec_id: u64_at(data, 32)?,
         })
     };
     let record = match kind {
@@ -121,6 +125,7 @@ mod tests {
         }
         data.extend(1_234_567_890u64.to_ne_bytes());
         data.extend(5_000_000u64.to_ne_bytes());
+        data.extend(7u64.to_ne_bytes());
         data
     }
 
@@ -131,6 +136,7 @@ mod tests {
             uid: 1000,
             start_boottime_ns: 1_234_567_890,
             parent_start_boottime_ns: 5_000_000,
+            exec_id: 7,
         }
     }
 
@@ -167,7 +173,7 @@ mod tests {
         data.extend(0u32.to_ne_bytes());
         assert_eq!(decode(&data).unwrap(), ProcessRecord::Exit { header: header(), exit_code: 256 });
         assert_eq!(decode(&header_bytes(KIND_FORK)).unwrap(), ProcessRecord::Fork { header: header() });
-        assert_eq!(decode(&header_bytes(9)), Err(RecordError { kind: 9, length: 32 }));
+        assert_eq!(decode(&header_bytes(9)), Err(RecordError { kind: 9, length: 40 }));
     }
 
     #[test]

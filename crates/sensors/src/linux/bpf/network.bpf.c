@@ -48,7 +48,7 @@ struct socket_event {
 	u64 start_boottime;  // owner's group leader start, ns since boot; 0 when unknown
 	u16 local_port;      // host order
 	u16 remote_port;     // host order
-	u32 reserved;
+	u32 exec_id;         // owner's self_exec_id (low 32 bits) when start_boottime is known
 	u8 local_addr[16];   // IPv4: first 4 bytes, network order
 	u8 remote_addr[16];
 };
@@ -122,6 +122,7 @@ static __always_inline void set_current_task(struct socket_event *event)
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	event->pid = bpf_get_current_pid_tgid() >> 32;
 	event->start_boottime = BPF_CORE_READ(task, group_leader, start_boottime);
+	event->exec_id = BPF_CORE_READ(task, self_exec_id);
 }
 
 static __always_inline void read_addresses(const struct sock *sk, struct socket_event *event)

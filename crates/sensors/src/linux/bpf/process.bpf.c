@@ -38,6 +38,7 @@ struct event_header {
 	u32 uid;             // effective uid
 	u64 start_boottime;  // group leader's start, ns since boot (as /proc/PID/stat's starttime)
 	u64 parent_start_boottime;
+	u64 exec_id;         // the task's self_exec_id: +1 at every exec, inherited by fork
 };
 
 struct exec_event {
@@ -79,6 +80,7 @@ static __always_inline void fill_header(struct event_header *header, u32 kind, s
 	header->uid = BPF_CORE_READ(task, cred, euid.val);
 	header->start_boottime = BPF_CORE_READ(leader, start_boottime);
 	header->parent_start_boottime = BPF_CORE_READ(parent, group_leader, start_boottime);
+	header->exec_id = BPF_CORE_READ(task, self_exec_id);
 }
 
 // Fork and exit records wake the reader only once records have piled up (1/64 of the ring):

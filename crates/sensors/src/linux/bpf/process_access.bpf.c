@@ -49,6 +49,7 @@ struct access_event {
 	u64 start_boottime;  // caller's group leader start, ns since boot
 	u64 request;         // ptrace request; open flags & O_ACCMODE for /proc/PID/mem; else 0
 	u64 address;         // the target address written or jumped to, 0 when none
+	u64 exec_id;         // caller's self_exec_id: +1 at every exec, inherited by fork
 };
 
 static __always_inline int submit(u32 kind, u32 target, u64 request, u64 address)
@@ -69,6 +70,7 @@ static __always_inline int submit(u32 kind, u32 target, u64 request, u64 address
 	event->start_boottime = BPF_CORE_READ(task, group_leader, start_boottime);
 	event->request = request;
 	event->address = address;
+	event->exec_id = BPF_CORE_READ(task, self_exec_id);
 	bpf_ringbuf_submit(event, 0);
 	return 0;
 }

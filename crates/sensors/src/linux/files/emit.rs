@@ -9,15 +9,13 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use watchpost_catalog::Event;
 
-use super::super::process_cache::{Origin, ProcessCache, ProcessInfo};
+use super::super::process_cache::{Origin, ProcessCache, ProcessInfo, SETTLE};
 use crate::EventSink;
 
-/// How long a row waits for the process cache to know the exec of its process.
-pub const SETTLE: Duration = Duration::from_millis(150);
 /// Rows waiting at most; beyond, the oldest go out with what is known.
 const MAX_WAITING: usize = 10_000;
 

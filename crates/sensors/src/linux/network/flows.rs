@@ -37,7 +37,16 @@ impl FlowKey {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowOwner {
     pub pid: u32,
+    /// 0 when the hook could not read it.
     pub start_boottime_ns: u64,
+    /// The owner's exec count (see [`SocketRecord::exec_id`]).
+    pub exec_id: u32,
+}
+
+impl FlowOwner {
+    pub fn of(record: &SocketRecord) -> FlowOwner {
+        FlowOwner { pid: record.pid, start_boottime_ns: record.start_boottime_ns, exec_id: record.exec_id }
+    }
 }
 
 #[derive(Debug)]
@@ -57,7 +66,7 @@ impl FlowTable {
     /// Takes in a socket record: Connect and Accept open a conversation, Close ends it.
     pub fn record(&mut self, record: &SocketRecord, now: Instant) {
         let key = FlowKey::new(record.protocol, record.local.port(), record.remote);
-        let owner = FlowOwner { pid: record.pid, start_boottime_ns: record.start_boottime_ns };
+        let owner = FlowOwner::of(record);
         match record.action {
             SocketAction::Connect | SocketAction::Accept => {
                 self.flows.insert(key, Entry { owner, closed_at: None, used_at: now });
@@ -114,6 +123,7 @@ mod tests {
             ipv6: false,
             pid,
             start_boottime_ns: 0,
+            exec_id: 0,
             local: local.parse().unwrap(),
             remote: remote.parse().unwrap(),
         }

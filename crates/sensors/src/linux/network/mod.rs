@@ -46,7 +46,7 @@ use super::process_records::boottime_to_ticks;
 use super::sensor_thread::{Ready, SensorThread};
 use crate::{Sensor, SensorContext, SensorError, SensorState, catalog_table, column_index};
 use capture::{Capture, PacketMeta};
-use flows::FlowTable;
+use flows::{FlowOwner, FlowTable};
 use packets::{DNS_PORT, DnsMessage, PacketError, Segment, TcpDnsStreams};
 use records::SocketRecord;
 
@@ -209,16 +209,16 @@ struct Worker {
 }
 
 impl Worker {
-    fn acting(&self, pid: u32, start_boottime_ns: u64) -> Acting {
-        let info = self.cache.lookup(pid);
-        let ticks =
-            (start_boottime_ns != 0).then(|| boottime_to_ticks(start_boottime_ns, self.ticks_per_second));
+    fn acting(&self, owner: FlowOwner) -> Acting {
+        let pid = owner.pid;
+        let ticks = (owner.start_boottime_ns != 0)
+            .then(|| boottime_to_ticks(owner.start_boottime_ns, self.ticks_per_second));
+        let info = match ticks {
+            Some(ticks) => self.cache.lookup_instance(pid, ticks, owner.exec_id),
+            None => self.cache.lookup(pid),
+        };
         let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
         match (info, ticks) {
-            // The cache holds another process under this pid: trust the kernel's start time.
-            (Some(info), Some(ticks)) if info.start_time != ticks => {
-                Acting { pid: Some(pid), guid: Some(process_guid(pid, ticks)), path: None }
-            }
             (Some(info), _) => {
                 Acting { pid: Some(pid), guid: Some(info.guid.clone()), path: text(&info.path) }
             }
@@ -234,7 +234,7 @@ impl Worker {
             return;
         }
         self.flows.record(record, now);
-        let acting = self.acting(record.pid, record.start_boottime_ns);
+        let acting = self.acting(FlowOwner::of(record));
         let c = &self.columns.socket;
         let mut event = Event::new(c.table, self.ctx.stamper.stamp());
         let values: [watchpost_catalog::Value; 11] = [
@@ -307,7 +307,7 @@ impl Worker {
         now: Instant,
     ) -> Option<Acting> {
         match self.flows.owner(protocol, client.port(), server, now) {
-            Some(owner) => Some(self.acting(owner.pid, owner.start_boottime_ns)),
+            Some(owner) => Some(self.acting(owner)),
             None => {
                 NetworkCounters::add(&self.counters.unattributed);
                 Some(Acting { pid: None, guid: None, path: None })

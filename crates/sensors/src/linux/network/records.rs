@@ -48,6 +48,9 @@ pub struct SocketRecord {
     pub pid: u32,
     /// Start of the owner in ns since boot; 0 when the hook could not read it (cgroup hooks).
     pub start_boottime_ns: u64,
+    /// The owner's `self_exec_id` (low 32 bits; see the process records), meaningful only
+    /// when `start_boottime_ns` is known.
+    pub exec_id: u32,
     pub local: SocketAddr,
     pub remote: SocketAddr,
 }
@@ -79,6 +82,7 @@ impl SocketRecord {
             ipv6,
             pid: u32_at(4)?,
             start_boottime_ns: u64_at(8)?,
+            exec_id: u32_at(20)?,
             local: SocketAddr::new(address(24)?, u16_at(16)?),
             remote: SocketAddr::new(address(40)?, u16_at(18)?),
         })
