@@ -39,11 +39,14 @@ fn main() {
     warm_up(&marker, || settle_stored(&daemon));
     let tag = format!("{marker}-agent");
     let cpu_before = support::cpu_seconds(pid);
+    let threads_before = support::thread_cpu_seconds(pid);
     let with_agent = storm(phase, &tag);
     // Let the sensor and the store writer finish with the storm before reading CPU, then count
     // the rows (the counting query scans the table: not the agent's capture cost).
     settle_stored(&daemon);
     let agent_cpu = support::cpu_seconds(pid) - cpu_before;
+    let agent_threads =
+        support::thread_cpu_breakdown(&threads_before, &support::thread_cpu_seconds(pid), agent_cpu);
     let stored = creates(&daemon, &tag);
     let status = daemon.rows("SELECT lost FROM watchpost_status WHERE table_name = 'win_process_events'");
     let agent_lost = status.first().map(|r| common::text(r, "lost")).unwrap_or_default();
@@ -70,10 +73,13 @@ fn main() {
     support::wait_running(&process_only, "win_process_events");
     warm_up(&marker, || settle_stored(&process_only));
     let cpu_before = support::cpu_seconds(pid);
+    let threads_before = support::thread_cpu_seconds(pid);
     let tag = format!("{marker}-process");
     let process_run = storm(phase, &tag);
     settle_stored(&process_only);
     let process_cpu = support::cpu_seconds(pid) - cpu_before;
+    let process_threads =
+        support::thread_cpu_breakdown(&threads_before, &support::thread_cpu_seconds(pid), process_cpu);
     let process_stored = creates(&process_only, &tag);
     drop(process_only);
     println!(
@@ -148,11 +154,11 @@ fn main() {
     println!();
     println!("exec rate with watchpost / without: {:.2}", with_agent.rate() / baseline);
     let agent_per_1000 = agent_cpu / with_agent.execs.max(1) as f64 * 1000.0;
-    println!("watchpost CPU: {agent_cpu:.2} s, {agent_per_1000:.3} s per 1,000 execs");
+    println!("watchpost CPU: {agent_cpu:.2} s, {agent_per_1000:.3} s per 1,000 execs ({agent_threads})");
     let process_per_1000 = process_cpu / process_run.execs.max(1) as f64 * 1000.0;
     println!("exec rate with watchpost, process events only / without: {:.2}", process_run.rate() / baseline);
     println!(
-        "watchpost CPU, process events only: {process_cpu:.2} s, {process_per_1000:.3} s per 1,000 execs"
+        "watchpost CPU, process events only: {process_cpu:.2} s, {process_per_1000:.3} s per 1,000 execs ({process_threads})"
     );
     if let Some((run, cpu)) = audit_line {
         let audit_per_1000 = cpu / run.execs.max(1) as f64 * 1000.0;

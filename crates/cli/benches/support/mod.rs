@@ -19,6 +19,45 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     ticks as f64 / clock_ticks()
 }
 
+/// CPU seconds of each live thread of `pid` so far, summed per thread name, from the
+/// scheduler's nanosecond count (`/proc/PID/task/TID/schedstat`; the per-thread tick counts
+/// of `stat` round each thread down by up to a tick). Threads that have exited are missing:
+/// compare the sum with [`cpu_seconds`].
+pub fn thread_cpu_seconds(pid: u32) -> std::collections::BTreeMap<String, f64> {
+    let mut per_name = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return per_name };
+    for task in tasks.flatten() {
+        let read = |file: &str| std::fs::read_to_string(task.path().join(file));
+        let (Ok(name), Ok(schedstat)) = (read("comm"), read("schedstat")) else { continue };
+        let Some(nanoseconds) = schedstat.split_whitespace().next().and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        *per_name.entry(name.trim().to_string()).or_insert(0.0) += nanoseconds as f64 / 1e9;
+    }
+    per_name
+}
+
+/// `after - before` per thread name, largest first, as `name 0.12 s` items; what the live
+/// threads do not account for of `total` shows as `exited threads`.
+pub fn thread_cpu_breakdown(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+    total: f64,
+) -> String {
+    let mut deltas: Vec<(String, f64)> = after
+        .iter()
+        .map(|(name, cpu)| (name.clone(), cpu - before.get(name).copied().unwrap_or(0.0)))
+        .filter(|(_, delta)| *delta > 0.0)
+        .collect();
+    let live: f64 = deltas.iter().map(|(_, delta)| delta).sum();
+    if total - live >= 0.01 {
+        deltas.push(("exited threads".to_string(), total - live));
+    }
+    deltas.sort_by(|a, b| b.1.total_cmp(&a.1));
+    deltas.iter().map(|(name, delta)| format!("{name} {delta:.2} s")).collect::<Vec<_>>().join(", ")
+}
+
 fn clock_ticks() -> f64 {
     // SAFETY: sysconf reads a constant and has no memory effects.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };

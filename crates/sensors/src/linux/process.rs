@@ -145,19 +145,27 @@ pub fn process_guid(pid: u32, start_time: u64) -> String {
 
 /// [`process_guid`] for a given boot id.
 pub fn format_process_guid(boot_id: u128, pid: u32, start_time: u64) -> String {
-    use std::fmt::Write as _;
-    let start = start_time & 0xFFFF_FFFF_FFFF;
-    // Formatted for every process start and fork: into a string of the final size, with the
-    // boot id's 48 bits as a u64 (formatting a u128 takes a slow path).
+    // Formatted for every exec and fork: 16 bytes (pid, the start time's low 48 bits, the boot
+    // id's high 48 bits) in upper-case hex, grouped 8-4-4-4-12. `write!` with width and radix
+    // took a quarter of the process sensor's time under an exec storm.
+    let mut bytes = [0u8; 16];
+    bytes[..4].copy_from_slice(&pid.to_be_bytes());
+    bytes[4..10].copy_from_slice(&start_time.to_be_bytes()[2..]);
+    bytes[10..].copy_from_slice(&boot_id.to_be_bytes()[..6]);
+    let mut digits = [0u8; 32];
+    // 16 bytes always fit 32 digits.
+    let _ = hex::encode_to_slice(bytes, &mut digits);
+    digits.make_ascii_uppercase();
     let mut guid = String::with_capacity(36);
-    let _ = write!(
-        guid,
-        "{pid:08X}-{:04X}-{:04X}-{:04X}-{:012X}",
-        (start >> 32) & 0xFFFF,
-        (start >> 16) & 0xFFFF,
-        start & 0xFFFF,
-        (boot_id >> 80) as u64
-    );
+    for (n, group) in [&digits[..8], &digits[8..12], &digits[12..16], &digits[16..20], &digits[20..]]
+        .into_iter()
+        .enumerate()
+    {
+        if n > 0 {
+            guid.push('-');
+        }
+        guid.extend(group.iter().map(|&digit| char::from(digit)));
+    }
     guid
 }
 

@@ -321,7 +321,8 @@ impl Enricher {
         let max_bytes = self.settings.hash_max_bytes.load(Ordering::Relaxed);
         let md5 = self.hashes.md5(Path::new(file_path), map_file, mapping.device(), mapping.inode, max_bytes);
         let verdict = self.packages.verdict(&mapping.path, md5.as_ref());
-        let md5 = md5.as_ref().map(hashes::hex);
+        // Lower-case hex, as md5sum prints it.
+        let md5 = md5.as_ref().map(hex::encode);
         let c = &self.columns;
 
         let mut event = Event::new(c.events, stamps.0);
