@@ -8,7 +8,9 @@
 //! storm's executable excluded by a filter, the cost a kernel-side exclusion could save.
 //!
 //! Each phase with an agent starts with a second of unmeasured storm (see `warm_up`), so that
-//! the figures are the cost per exec, not the agent's start-up.
+//! the figures are the cost per exec, not the agent's start-up. CPU is the scheduler's
+//! nanosecond count of the agent's threads (watchpost's and auditd's alike) from the start of
+//! the storm until the agent has gone idle after it; the daemon is not queried in that window.
 //!
 //! `cargo bench -p watchpost --bench exec_storm [-- SECONDS]` as root (default 5 s per phase).
 
@@ -38,15 +40,17 @@ fn main() {
     support::wait_running(&daemon, "win_process_events");
     warm_up(&marker, || settle_stored(&daemon));
     let tag = format!("{marker}-agent");
-    let cpu_before = support::cpu_seconds(pid);
     let threads_before = support::thread_cpu_seconds(pid);
+    let ticks_before = support::cpu_seconds(pid);
     let with_agent = storm(phase, &tag);
-    // Let the sensor and the store writer finish with the storm before reading CPU, then count
-    // the rows (the counting query scans the table: not the agent's capture cost).
+    // Let the sensors and the store writer finish with the storm before reading CPU (watching
+    // the CPU, not querying: see `support::live_cpu_seconds`), then count the rows.
+    support::settle_cpu(pid);
+    let threads_after = support::thread_cpu_seconds(pid);
+    let agent_ticks = support::cpu_seconds(pid) - ticks_before;
+    let agent_cpu = cpu_between(&threads_before, &threads_after);
+    let agent_threads = support::thread_cpu_breakdown(&threads_before, &threads_after);
     settle_stored(&daemon);
-    let agent_cpu = support::cpu_seconds(pid) - cpu_before;
-    let agent_threads =
-        support::thread_cpu_breakdown(&threads_before, &support::thread_cpu_seconds(pid), agent_cpu);
     let stored = creates(&daemon, &tag);
     let status = daemon.rows("SELECT lost FROM watchpost_status WHERE table_name = 'win_process_events'");
     let agent_lost = status.first().map(|r| common::text(r, "lost")).unwrap_or_default();
@@ -72,14 +76,16 @@ fn main() {
     let pid = process_only.child.as_ref().map_or(0, |c| c.id());
     support::wait_running(&process_only, "win_process_events");
     warm_up(&marker, || settle_stored(&process_only));
-    let cpu_before = support::cpu_seconds(pid);
     let threads_before = support::thread_cpu_seconds(pid);
+    let ticks_before = support::cpu_seconds(pid);
     let tag = format!("{marker}-process");
     let process_run = storm(phase, &tag);
+    support::settle_cpu(pid);
+    let threads_after = support::thread_cpu_seconds(pid);
+    let process_ticks = support::cpu_seconds(pid) - ticks_before;
+    let process_cpu = cpu_between(&threads_before, &threads_after);
+    let process_threads = support::thread_cpu_breakdown(&threads_before, &threads_after);
     settle_stored(&process_only);
-    let process_cpu = support::cpu_seconds(pid) - cpu_before;
-    let process_threads =
-        support::thread_cpu_breakdown(&threads_before, &support::thread_cpu_seconds(pid), process_cpu);
     let process_stored = creates(&process_only, &tag);
     drop(process_only);
     println!(
@@ -106,10 +112,11 @@ fn main() {
         })
     };
     warm_up(&marker, settle_filtered);
-    let cpu_before = support::cpu_seconds(pid);
+    let cpu_before = support::live_cpu_seconds(pid);
     let filtered_run = storm(phase, &format!("{marker}-filtered"));
+    support::settle_cpu(pid);
+    let filtered_cpu = support::live_cpu_seconds(pid) - cpu_before;
     settle_filtered();
-    let filtered_cpu = support::cpu_seconds(pid) - cpu_before;
     drop(excluded);
     let filtered_per_1000 = filtered_cpu / filtered_run.execs.max(1) as f64 * 1000.0;
     println!(
@@ -127,8 +134,12 @@ fn main() {
         });
         let lost_before = support::Auditd::lost();
         let tag = format!("{marker}-audit");
-        let cpu_before = support::cpu_seconds(auditd.pid());
+        let cpu_before = support::live_cpu_seconds(auditd.pid());
+        let ticks_before = support::cpu_seconds(auditd.pid());
         let run = storm(phase, &tag);
+        support::settle_cpu(auditd.pid());
+        let cpu = support::live_cpu_seconds(auditd.pid()) - cpu_before;
+        let ticks = support::cpu_seconds(auditd.pid()) - ticks_before;
         let records = support::settle(Duration::from_secs(1), 30, || {
             std::fs::read_to_string(auditd.log_path())
                 .map(|log| {
@@ -136,14 +147,13 @@ fn main() {
                 })
                 .unwrap_or(0)
         });
-        let cpu = support::cpu_seconds(auditd.pid()) - cpu_before;
         let lost = support::Auditd::lost().saturating_sub(lost_before);
         println!(
             "with auditd:     {:>7.0} execs/s ({} execs); {records} EXECVE records logged, kernel lost {lost}",
             run.rate(),
             run.execs
         );
-        audit_line = Some((run, cpu));
+        audit_line = Some((run, cpu, ticks));
     }
     drop(audit);
 
@@ -154,16 +164,20 @@ fn main() {
     println!();
     println!("exec rate with watchpost / without: {:.2}", with_agent.rate() / baseline);
     let agent_per_1000 = agent_cpu / with_agent.execs.max(1) as f64 * 1000.0;
-    println!("watchpost CPU: {agent_cpu:.2} s, {agent_per_1000:.3} s per 1,000 execs ({agent_threads})");
+    println!(
+        "watchpost CPU: {agent_cpu:.2} s ({agent_ticks:.2} s in clock ticks), {agent_per_1000:.3} s per 1,000 execs ({agent_threads})"
+    );
     let process_per_1000 = process_cpu / process_run.execs.max(1) as f64 * 1000.0;
     println!("exec rate with watchpost, process events only / without: {:.2}", process_run.rate() / baseline);
     println!(
-        "watchpost CPU, process events only: {process_cpu:.2} s, {process_per_1000:.3} s per 1,000 execs ({process_threads})"
+        "watchpost CPU, process events only: {process_cpu:.2} s ({process_ticks:.2} s in clock ticks), {process_per_1000:.3} s per 1,000 execs ({process_threads})"
     );
-    if let Some((run, cpu)) = audit_line {
+    if let Some((run, cpu, ticks)) = audit_line {
         let audit_per_1000 = cpu / run.execs.max(1) as f64 * 1000.0;
         println!("exec rate with auditd / without:    {:.2}", run.rate() / baseline);
-        println!("auditd CPU:    {cpu:.2} s, {audit_per_1000:.3} s per 1,000 execs");
+        println!(
+            "auditd CPU:    {cpu:.2} s ({ticks:.2} s in clock ticks), {audit_per_1000:.3} s per 1,000 execs"
+        );
         if audit_per_1000 > 0.0 {
             println!("watchpost CPU / auditd CPU per exec: {:.2}", agent_per_1000 / audit_per_1000);
             println!(
@@ -172,6 +186,15 @@ fn main() {
             );
         }
     }
+}
+
+/// CPU seconds the threads in `after` used since `before` (threads born in between from 0).
+#[cfg(target_os = "linux")]
+fn cpu_between(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+) -> f64 {
+    after.iter().map(|(name, cpu)| cpu - before.get(name).copied().unwrap_or(0.0)).sum()
 }
 
 /// A second of storm before a measured phase, then `settle`: what the agent (or auditd) does

@@ -38,22 +38,40 @@ pub fn thread_cpu_seconds(pid: u32) -> std::collections::BTreeMap<String, f64> {
     per_name
 }
 
-/// `after - before` per thread name, largest first, as `name 0.12 s` items; what the live
-/// threads do not account for of `total` shows as `exited threads`.
+/// CPU seconds the live threads of `pid` have used so far, from the scheduler's nanosecond
+/// counts. [`cpu_seconds`] counts in clock ticks, and a tick (10 ms) is several percent of a
+/// phase's figure; this is exact but blind to threads that have exited, so measure with it
+/// only where the process starts none (do not query the daemon inside the window: each query
+/// runs on a thread of its own).
+pub fn live_cpu_seconds(pid: u32) -> f64 {
+    thread_cpu_seconds(pid).values().sum()
+}
+
+/// Waits until `pid` has finished the work of a storm without asking it anything: polls its
+/// CPU every 500 ms until an interval adds under 5 ms (an idle daemon uses about 1 ms), at
+/// most 60 times.
+pub fn settle_cpu(pid: u32) {
+    let mut last = live_cpu_seconds(pid);
+    for _ in 0..60 {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = live_cpu_seconds(pid);
+        if now - last < 0.005 {
+            return;
+        }
+        last = now;
+    }
+}
+
+/// `after - before` per thread name, largest first, as `name 0.12 s` items.
 pub fn thread_cpu_breakdown(
     before: &std::collections::BTreeMap<String, f64>,
     after: &std::collections::BTreeMap<String, f64>,
-    total: f64,
 ) -> String {
-    let mut deltas: Vec<(String, f64)> = after
+    let mut deltas: Vec<(&String, f64)> = after
         .iter()
-        .map(|(name, cpu)| (name.clone(), cpu - before.get(name).copied().unwrap_or(0.0)))
-        .filter(|(_, delta)| *delta > 0.0)
+        .map(|(name, cpu)| (name, cpu - before.get(name).copied().unwrap_or(0.0)))
+        .filter(|(_, delta)| *delta >= 0.005)
         .collect();
-    let live: f64 = deltas.iter().map(|(_, delta)| delta).sum();
-    if total - live >= 0.01 {
-        deltas.push(("exited threads".to_string(), total - live));
-    }
     deltas.sort_by(|a, b| b.1.total_cmp(&a.1));
     deltas.iter().map(|(name, delta)| format!("{name} {delta:.2} s")).collect::<Vec<_>>().join(", ")
 }
