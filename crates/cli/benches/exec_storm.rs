@@ -48,7 +48,7 @@ fn main() {
     support::settle_cpu(pid);
     let threads_after = support::thread_cpu_seconds(pid);
     let agent_ticks = support::cpu_seconds(pid) - ticks_before;
-    let agent_cpu = cpu_between(&threads_before, &threads_after);
+    let agent_cpu = support::cpu_between(&threads_before, &threads_after);
     let agent_threads = support::thread_cpu_breakdown(&threads_before, &threads_after);
     settle_stored(&daemon);
     let stored = creates(&daemon, &tag);
@@ -83,7 +83,7 @@ fn main() {
     support::settle_cpu(pid);
     let threads_after = support::thread_cpu_seconds(pid);
     let process_ticks = support::cpu_seconds(pid) - ticks_before;
-    let process_cpu = cpu_between(&threads_before, &threads_after);
+    let process_cpu = support::cpu_between(&threads_before, &threads_after);
     let process_threads = support::thread_cpu_breakdown(&threads_before, &threads_after);
     settle_stored(&process_only);
     let process_stored = creates(&process_only, &tag);
@@ -186,15 +186,6 @@ fn main() {
             );
         }
     }
-}
-
-/// CPU seconds the threads in `after` used since `before` (threads born in between from 0).
-#[cfg(target_os = "linux")]
-fn cpu_between(
-    before: &std::collections::BTreeMap<String, f64>,
-    after: &std::collections::BTreeMap<String, f64>,
-) -> f64 {
-    after.iter().map(|(name, cpu)| cpu - before.get(name).copied().unwrap_or(0.0)).sum()
 }
 
 /// A second of storm before a measured phase, then `settle`: what the agent (or auditd) does

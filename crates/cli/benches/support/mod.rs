@@ -62,16 +62,30 @@ pub fn settle_cpu(pid: u32) {
     }
 }
 
+/// CPU seconds per thread name between two [`thread_cpu_seconds`] readings (threads born in
+/// between count from 0; a name whose threads exited counts 0, never less).
+fn thread_cpu_deltas<'a>(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &'a std::collections::BTreeMap<String, f64>,
+) -> impl Iterator<Item = (&'a String, f64)> {
+    after.iter().map(|(name, cpu)| (name, (cpu - before.get(name).copied().unwrap_or(0.0)).max(0.0)))
+}
+
+/// CPU seconds the live threads used between two [`thread_cpu_seconds`] readings.
+pub fn cpu_between(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+) -> f64 {
+    thread_cpu_deltas(before, after).map(|(_, delta)| delta).sum()
+}
+
 /// `after - before` per thread name, largest first, as `name 0.12 s` items.
 pub fn thread_cpu_breakdown(
     before: &std::collections::BTreeMap<String, f64>,
     after: &std::collections::BTreeMap<String, f64>,
 ) -> String {
-    let mut deltas: Vec<(&String, f64)> = after
-        .iter()
-        .map(|(name, cpu)| (name, cpu - before.get(name).copied().unwrap_or(0.0)))
-        .filter(|(_, delta)| *delta >= 0.005)
-        .collect();
+    let mut deltas: Vec<(&String, f64)> =
+        thread_cpu_deltas(before, after).filter(|(_, delta)| *delta >= 0.005).collect();
     deltas.sort_by(|a, b| b.1.total_cmp(&a.1));
     deltas.iter().map(|(name, delta)| format!("{name} {delta:.2} s")).collect::<Vec<_>>().join(", ")
 }
