@@ -40,16 +40,7 @@ fn main() {
     support::wait_running(&daemon, "win_process_events");
     warm_up(&marker, || settle_stored(&daemon));
     let tag = format!("{marker}-agent");
-    let threads_before = support::thread_cpu_seconds(pid);
-    let ticks_before = support::cpu_seconds(pid);
-    let with_agent = storm(phase, &tag);
-    // Let the sensors and the store writer finish with the storm before reading CPU (watching
-    // the CPU, not querying: see `support::live_cpu_seconds`), then count the rows.
-    support::settle_cpu(pid);
-    let threads_after = support::thread_cpu_seconds(pid);
-    let agent_ticks = support::cpu_seconds(pid) - ticks_before;
-    let agent_cpu = support::cpu_between(&threads_before, &threads_after);
-    let agent_threads = support::thread_cpu_breakdown(&threads_before, &threads_after);
+    let (with_agent, agent) = measured_storm(pid, phase, &tag);
     settle_stored(&daemon);
     let stored = creates(&daemon, &tag);
     let status = daemon.rows("SELECT lost FROM watchpost_status WHERE table_name = 'win_process_events'");
@@ -76,15 +67,8 @@ fn main() {
     let pid = process_only.child.as_ref().map_or(0, |c| c.id());
     support::wait_running(&process_only, "win_process_events");
     warm_up(&marker, || settle_stored(&process_only));
-    let threads_before = support::thread_cpu_seconds(pid);
-    let ticks_before = support::cpu_seconds(pid);
     let tag = format!("{marker}-process");
-    let process_run = storm(phase, &tag);
-    support::settle_cpu(pid);
-    let threads_after = support::thread_cpu_seconds(pid);
-    let process_ticks = support::cpu_seconds(pid) - ticks_before;
-    let process_cpu = support::cpu_between(&threads_before, &threads_after);
-    let process_threads = support::thread_cpu_breakdown(&threads_before, &threads_after);
+    let (process_run, process) = measured_storm(pid, phase, &tag);
     settle_stored(&process_only);
     let process_stored = creates(&process_only, &tag);
     drop(process_only);
@@ -112,13 +96,10 @@ fn main() {
         })
     };
     warm_up(&marker, settle_filtered);
-    let cpu_before = support::live_cpu_seconds(pid);
-    let filtered_run = storm(phase, &format!("{marker}-filtered"));
-    support::settle_cpu(pid);
-    let filtered_cpu = support::live_cpu_seconds(pid) - cpu_before;
+    let (filtered_run, filtered) = measured_storm(pid, phase, &format!("{marker}-filtered"));
     settle_filtered();
     drop(excluded);
-    let filtered_per_1000 = filtered_cpu / filtered_run.execs.max(1) as f64 * 1000.0;
+    let filtered_per_1000 = filtered.seconds / filtered_run.execs.max(1) as f64 * 1000.0;
     println!(
         "with watchpost, process events only, /usr/bin/true excluded: {:>7.0} execs/s ({} execs); CPU {filtered_per_1000:.3} s per 1,000 execs",
         filtered_run.rate(),
@@ -134,12 +115,7 @@ fn main() {
         });
         let lost_before = support::Auditd::lost();
         let tag = format!("{marker}-audit");
-        let cpu_before = support::live_cpu_seconds(auditd.pid());
-        let ticks_before = support::cpu_seconds(auditd.pid());
-        let run = storm(phase, &tag);
-        support::settle_cpu(auditd.pid());
-        let cpu = support::live_cpu_seconds(auditd.pid()) - cpu_before;
-        let ticks = support::cpu_seconds(auditd.pid()) - ticks_before;
+        let (run, cpu) = measured_storm(auditd.pid(), phase, &tag);
         let records = support::settle(Duration::from_secs(1), 30, || {
             std::fs::read_to_string(auditd.log_path())
                 .map(|log| {
@@ -153,7 +129,7 @@ fn main() {
             run.rate(),
             run.execs
         );
-        audit_line = Some((run, cpu, ticks));
+        audit_line = Some((run, cpu));
     }
     drop(audit);
 
@@ -163,20 +139,23 @@ fn main() {
     let baseline = (before.rate() + after.rate()) / 2.0;
     println!();
     println!("exec rate with watchpost / without: {:.2}", with_agent.rate() / baseline);
-    let agent_per_1000 = agent_cpu / with_agent.execs.max(1) as f64 * 1000.0;
+    let agent_per_1000 = agent.seconds / with_agent.execs.max(1) as f64 * 1000.0;
     println!(
-        "watchpost CPU: {agent_cpu:.2} s ({agent_ticks:.2} s in clock ticks), {agent_per_1000:.3} s per 1,000 execs ({agent_threads})"
+        "watchpost CPU: {:.2} s ({:.2} s in clock ticks), {agent_per_1000:.3} s per 1,000 execs ({})",
+        agent.seconds, agent.ticks, agent.threads
     );
-    let process_per_1000 = process_cpu / process_run.execs.max(1) as f64 * 1000.0;
+    let process_per_1000 = process.seconds / process_run.execs.max(1) as f64 * 1000.0;
     println!("exec rate with watchpost, process events only / without: {:.2}", process_run.rate() / baseline);
     println!(
-        "watchpost CPU, process events only: {process_cpu:.2} s ({process_ticks:.2} s in clock ticks), {process_per_1000:.3} s per 1,000 execs ({process_threads})"
+        "watchpost CPU, process events only: {:.2} s ({:.2} s in clock ticks), {process_per_1000:.3} s per 1,000 execs ({})",
+        process.seconds, process.ticks, process.threads
     );
-    if let Some((run, cpu, ticks)) = audit_line {
-        let audit_per_1000 = cpu / run.execs.max(1) as f64 * 1000.0;
+    if let Some((run, cpu)) = audit_line {
+        let audit_per_1000 = cpu.seconds / run.execs.max(1) as f64 * 1000.0;
         println!("exec rate with auditd / without:    {:.2}", run.rate() / baseline);
         println!(
-            "auditd CPU:    {cpu:.2} s ({ticks:.2} s in clock ticks), {audit_per_1000:.3} s per 1,000 execs"
+            "auditd CPU:    {:.2} s ({:.2} s in clock ticks), {audit_per_1000:.3} s per 1,000 execs",
+            cpu.seconds, cpu.ticks
         );
         if audit_per_1000 > 0.0 {
             println!("watchpost CPU / auditd CPU per exec: {:.2}", agent_per_1000 / audit_per_1000);
@@ -186,6 +165,34 @@ fn main() {
             );
         }
     }
+}
+
+/// What an agent spent on one storm.
+#[cfg(target_os = "linux")]
+struct AgentCpu {
+    /// Its threads' scheduler counts (see `support::live_cpu_seconds`).
+    seconds: f64,
+    /// `/proc/PID/stat` over the same window, in clock ticks: the cross-check.
+    ticks: f64,
+    /// Per thread name (`support::thread_cpu_breakdown`).
+    threads: String,
+}
+
+/// A storm of `length` tagged `tag`, and what the agent `pid` (watchpost or auditd) spent on
+/// it: from the storm's start until the agent has gone idle, watched without querying it.
+#[cfg(target_os = "linux")]
+fn measured_storm(pid: u32, length: std::time::Duration, tag: &str) -> (Storm, AgentCpu) {
+    let threads_before = support::thread_cpu_seconds(pid);
+    let ticks_before = support::cpu_seconds(pid);
+    let run = storm(length, tag);
+    support::settle_cpu(pid);
+    let threads_after = support::thread_cpu_seconds(pid);
+    let cpu = AgentCpu {
+        seconds: support::cpu_between(&threads_before, &threads_after),
+        ticks: support::cpu_seconds(pid) - ticks_before,
+        threads: support::thread_cpu_breakdown(&threads_before, &threads_after),
+    };
+    (run, cpu)
 }
 
 /// A second of storm before a measured phase, then `settle`: what the agent (or auditd) does
