@@ -147,11 +147,13 @@ impl ProcessCache {
     /// Those records travel through other ring buffers than the process sensor's, so one can
     /// arrive before the exec (or fork) it was made under is in the cache: a shell's child that
     /// execs `python3`, which is itself a script that execs again, connects before the cache
-    /// knows the second exec. Then this waits up to [`SETTLE`] for the cache to catch up, and
-    /// after that takes `/proc` while the process still runs. It never answers with another
-    /// image of the process than the record's: `None` when nothing better is known. A pid the
-    /// cache does not know at all is read from `/proc` without waiting, as the process sensor
-    /// may not be running.
+    /// knows the second exec. Then this takes `/proc` while the process still runs (its image
+    /// there is at least as new as the record's), and only for a process already gone waits up
+    /// to [`SETTLE`] for the cache to catch up: the caller's thread blocks meanwhile, and the
+    /// records queued behind it would find their own short-lived processes gone from `/proc`.
+    /// It never answers with an earlier image of the process than the record's: `None` when
+    /// nothing better is known. A pid the cache does not know at all is read from `/proc`
+    /// without waiting, as the process sensor may not be running.
     pub fn lookup_instance(&self, pid: u32, start_time: u64, exec_id: u32) -> Option<Arc<ProcessInfo>> {
         let current =
             |info: &ProcessInfo| info.start_time == start_time && !exec_is_newer(exec_id, info.exec_id);
@@ -166,6 +168,11 @@ impl ProcessCache {
                 None => self.lookup_live(pid),
             };
         }
+        if let Some(running) =
+            self.read_proc(pid, Origin::Procfs).filter(|info| info.start_time == start_time)
+        {
+            return Some(Arc::new(running));
+        }
         if known.exec_id.is_some() {
             let deadline = Instant::now() + SETTLE;
             while Instant::now() < deadline {
@@ -175,7 +182,7 @@ impl ProcessCache {
                 }
             }
         }
-        self.read_proc(pid, Origin::Procfs).filter(|info| info.start_time == start_time).map(Arc::new)
+        None
     }
 
     /// Puts `info` in force for its pid (replacing an older instance of that pid).
@@ -388,6 +395,18 @@ mod tests {
         assert_eq!(cache.lookup_instance(20, 500, 8), None);
         // Another instance of the pid is not this one.
         assert_eq!(cache.lookup_instance(20, 501, 7), None);
+    }
+
+    #[test]
+    fn a_record_of_a_running_process_under_a_later_exec_takes_proc_at_once() {
+        let cache = ProcessCache::default();
+        let own = cache.read_proc(std::process::id(), Origin::Procfs).unwrap();
+        // The cache still holds the image before our exec (count 5); the record says 6.
+        cache.insert(ProcessInfo { path: "/usr/bin/earlier".into(), exec_id: Some(5), ..own.clone() });
+        let started = Instant::now();
+        let found = cache.lookup_instance(own.pid, own.start_time, 6).unwrap();
+        assert_eq!(found.path, own.path);
+        assert!(started.elapsed() < SETTLE, "no wait for a process /proc still shows");
     }
 
     #[test]
