@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# A test run is not an edit-compile loop: incremental caches would only double the disk it uses.
+export CARGO_INCREMENTAL=0
 
 echo "== format and lints"
 cargo fmt --all -- --check
