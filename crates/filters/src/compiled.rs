@@ -343,33 +343,30 @@ enum Hit {
 /// such a run with one slice comparison and was measured several times faster.
 #[derive(Clone, Debug, Default)]
 struct Trie {
-    nodes: Vec<TrieNode>,
-    /// The labels of all nodes, each in text order (also in the reversed trie).
-    labels: Vec<u8>,
-    /// The first byte (in walk order) of each child's label, per node a contiguous run.
-    child_bytes: Vec<u8>,
-    /// The node of each entry of `child_bytes`.
-    child_nodes: Vec<u32>,
+    /// The nodes, depth first, each encoded as
+    /// `[label length, child count, first hit, hit count: u32 LE][label][first byte of each
+    /// child's label, zero-padded to a multiple of 8][offset of each child: u32 LE]`.
+    /// A walk reads a node's parts from adjacent memory, and a first child sits right after its
+    /// parent: the separate arrays this replaced cost a cache miss per part.
+    nodes: Vec<u8>,
     /// The hits of the literals that end where a node's label ends.
     hits: Vec<Hit>,
     /// Walked from the end of the text.
     reversed: bool,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-struct TrieNode {
-    label: (u32, u32),
-    children: (u32, u32),
-    hits: (u32, u32),
+const NODE_HEADER: usize = 16;
+
+/// The little-endian `u32` at `at` of `bytes`.
+fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    let mut word = [0; 4];
+    word.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(word)
 }
 
-fn span(range: std::ops::Range<usize>) -> (u32, u32) {
+fn push_u32(bytes: &mut Vec<u8>, value: usize) {
     // A config with more than 4 GiB of filter values does not load.
-    (range.start as u32, range.len() as u32)
-}
-
-fn range((start, len): (u32, u32)) -> std::ops::Range<usize> {
-    start as usize..start as usize + len as usize
+    bytes.extend_from_slice(&(value as u32).to_le_bytes());
 }
 
 impl Trie {
@@ -379,14 +376,14 @@ impl Trie {
         literals.sort_by(|a, b| a.0.cmp(&b.0));
         let mut trie = Trie { reversed, ..Trie::default() };
         if !literals.is_empty() {
-            trie.nodes.push(TrieNode::default());
-            trie.build(0, &literals, 0);
+            trie.build(&literals, 0);
         }
         trie
     }
 
-    /// Fills node `node` for the sorted `literals`, which agree on their first `depth` bytes.
-    fn build(&mut self, node: usize, literals: &[(Vec<u8>, Hit)], depth: usize) {
+    /// Appends the node for the sorted `literals`, which agree on their first `depth` bytes,
+    /// and its subtree; returns the node's offset.
+    fn build(&mut self, literals: &[(Vec<u8>, Hit)], depth: usize) -> usize {
         let (first, last) = (&literals[0].0, &literals[literals.len() - 1].0);
         // Sorted, so what the first and last literal share, all share; the first is the
         // shortest of those that end inside it.
@@ -396,11 +393,7 @@ impl Trie {
         if self.reversed {
             label.reverse();
         }
-        let label_start = self.labels.len();
-        self.labels.extend_from_slice(&label);
         let ending = literals.iter().take_while(|(literal, _)| literal.len() == end).count();
-        let hits_start = self.hits.len();
-        self.hits.extend(literals[..ending].iter().map(|(_, hit)| *hit));
         let rest = &literals[ending..];
         let mut groups: Vec<&[(Vec<u8>, Hit)]> = Vec::new();
         let mut from = 0;
@@ -410,21 +403,23 @@ impl Trie {
                 from = to;
             }
         }
-        let children_start = self.child_bytes.len();
-        let first_child = self.nodes.len();
-        for group in &groups {
-            self.child_bytes.push(group[0].0[end]);
-            self.child_nodes.push(self.nodes.len() as u32);
-            self.nodes.push(TrieNode::default());
+        let node = self.nodes.len();
+        push_u32(&mut self.nodes, label.len());
+        push_u32(&mut self.nodes, groups.len());
+        push_u32(&mut self.nodes, self.hits.len());
+        push_u32(&mut self.nodes, ending);
+        self.hits.extend(literals[..ending].iter().map(|(_, hit)| *hit));
+        self.nodes.extend_from_slice(&label);
+        self.nodes.extend(groups.iter().map(|group| group[0].0[end]));
+        self.nodes.resize(self.nodes.len() + padding(groups.len()), 0);
+        let offsets = self.nodes.len();
+        self.nodes.resize(offsets + 4 * groups.len(), 0);
+        for (position, group) in groups.into_iter().enumerate() {
+            let child = self.build(group, end);
+            let slot = offsets + 4 * position;
+            self.nodes[slot..slot + 4].copy_from_slice(&(child as u32).to_le_bytes());
         }
-        self.nodes[node] = TrieNode {
-            label: span(label_start..self.labels.len()),
-            children: span(children_start..self.child_bytes.len()),
-            hits: span(hits_start..self.hits.len()),
-        };
-        for (offset, group) in groups.into_iter().enumerate() {
-            self.build(first_child + offset, group, end);
-        }
+        node
     }
 
     fn is_empty(&self) -> bool {
@@ -434,46 +429,103 @@ impl Trie {
     /// Walks `text` (from the end when reversed) and returns the first value index that a
     /// literal hit yields: a `Value` directly, a `Check` through `check`.
     fn find(&self, text: &[u8], check: impl Fn(usize) -> Option<usize>) -> Option<usize> {
-        let mut node = self.nodes.first()?;
+        let nodes = self.nodes.as_slice();
+        if nodes.is_empty() {
+            return None;
+        }
+        let mut node = 0;
         // Bytes of the text walked so far.
         let mut walked = 0;
+        // The first byte (in walk order) of a child's label was compared when choosing it.
+        let mut compared = 0;
         loop {
-            let label = &self.labels[range(node.label)];
+            let mut header = [0; NODE_HEADER];
+            header.copy_from_slice(&nodes[node..node + NODE_HEADER]);
+            let field = |at: usize| {
+                u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]) as usize
+            };
+            let (label_len, child_count, first_hit, hit_count) = (field(0), field(4), field(8), field(12));
             let rest = text.len() - walked;
-            if label.len() > rest {
+            if label_len > rest {
                 return None;
             }
-            let part = if self.reversed {
-                &text[rest - label.len()..rest]
+            let label = &nodes[node + NODE_HEADER..node + NODE_HEADER + label_len];
+            let agrees = if self.reversed {
+                same_bytes(&text[rest - label_len..rest - compared], &label[..label_len - compared])
             } else {
-                &text[walked..walked + label.len()]
+                same_bytes(&text[walked + compared..walked + label_len], &label[compared..])
             };
-            // Most labels are a few bytes: compared inline rather than by a call to `memcmp`.
-            let agrees =
-                if label.len() <= 16 { part.iter().zip(label).all(|(a, b)| a == b) } else { part == label };
             if !agrees {
                 return None;
             }
-            walked += label.len();
-            for hit in &self.hits[range(node.hits)] {
-                let found = match *hit {
-                    Hit::Value(index) => Some(index),
-                    Hit::Check(gated) => check(gated),
-                };
-                if found.is_some() {
-                    return found;
+            walked += label_len;
+            if hit_count > 0 {
+                for hit in &self.hits[first_hit..first_hit + hit_count] {
+                    let found = match *hit {
+                        Hit::Value(index) => Some(index),
+                        Hit::Check(gated) => check(gated),
+                    };
+                    if found.is_some() {
+                        return found;
+                    }
                 }
             }
             if walked == text.len() {
                 return None;
             }
             let next = if self.reversed { text[text.len() - walked - 1] } else { text[walked] };
-            let children = range(node.children);
-            let child = self.child_bytes[children.clone()].iter().position(|byte| *byte == next)?;
-            node = &self.nodes[self.child_nodes[children.start + child] as usize];
-            // The child's label starts with `next`, already compared.
+            let child_bytes = node + NODE_HEADER + label_len;
+            let padded = child_count + padding(child_count);
+            let child = position_of(&nodes[child_bytes..child_bytes + padded], child_count, next)?;
+            node = read_u32(nodes, child_bytes + padded + 4 * child) as usize;
+            compared = 1;
         }
     }
+}
+
+/// Zero bytes that pad `count` child bytes to a multiple of 8.
+fn padding(count: usize) -> usize {
+    count.next_multiple_of(8) - count
+}
+
+/// Whether `a` and `b`, of equal length, are equal. Most trie labels are a few bytes: two
+/// overlapping word comparisons (without a branch per byte, nor a call to `memcmp`).
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    fn word<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
+        let mut word = [0; N];
+        word.copy_from_slice(&bytes[at..at + N]);
+        word
+    }
+    let n = a.len();
+    match n {
+        0 => true,
+        1..4 => (a[0] == b[0]) & (a[n / 2] == b[n / 2]) & (a[n - 1] == b[n - 1]),
+        4..8 => (word::<4>(a, 0) == word::<4>(b, 0)) & (word::<4>(a, n - 4) == word::<4>(b, n - 4)),
+        8..=16 => (word::<8>(a, 0) == word::<8>(b, 0)) & (word::<8>(a, n - 8) == word::<8>(b, n - 8)),
+        _ => a == b,
+    }
+}
+
+/// The position of `byte` among the first `count` bytes of `padded` (zero-padded to a multiple
+/// of 8), eight bytes at a time: one comparison for most nodes instead of a loop whose length
+/// the processor mispredicts.
+fn position_of(padded: &[u8], count: usize, byte: u8) -> Option<usize> {
+    const LOW_SEVEN: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let pattern = u64::from_le_bytes([byte; 8]);
+    for (chunk_index, chunk) in padded.chunks_exact(8).enumerate() {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let differences = u64::from_le_bytes(word) ^ pattern;
+        // The high bit set exactly in the bytes of `differences` that are zero.
+        let equal = !(((differences & LOW_SEVEN) + LOW_SEVEN) | differences | LOW_SEVEN);
+        if equal != 0 {
+            let position = chunk_index * 8 + (equal.trailing_zeros() / 8) as usize;
+            // A zero `byte` also equals the padding, which follows every real child byte.
+            return (position < count).then_some(position);
+        }
+    }
+    None
 }
 
 /// `*substring*` values: an unanchored Aho-Corasick search, any hit is a match.
