@@ -663,6 +663,51 @@ mod tests {
     }
 
     #[test]
+    fn tries_with_wide_nodes_and_long_labels_agree_with_the_plain_matcher() {
+        // The property tests' few short values never give a node more than eight children (the
+        // child search reads eight at a time) nor labels past 16 bytes (compared by words).
+        let wide: Vec<String> = "0123456789abcdefghijklmnopqrstuvwxyz\0\u{e9}"
+            .chars()
+            .flat_map(|c| [format!("x{c}*"), format!("*{c}y")])
+            .chain(["x\0nul*".to_string()])
+            .collect();
+        let mut texts: Vec<String> = Vec::new();
+        for c in "09az\0\u{e9}~!".chars() {
+            texts.extend([format!("x{c}"), format!("x{c}tail"), format!("{c}y"), format!("head{c}y")]);
+        }
+        texts.extend(["x\0nul", "x\0nu", "x", "y"].map(String::from));
+        let list = CompiledList::new(wide.iter().map(String::as_str));
+        for text in &texts {
+            assert_eq!(find(&list, text).is_some(), reference(&wide, text).is_some(), "{text:?}");
+        }
+        assert!(find(&list, "xz-anything").is_some() && find(&list, "x~").is_none());
+
+        // One long value per list, beside the wide ones: its whole label is compared, at every
+        // length, and a text that differs in any one byte of it must not match.
+        let long = "abcdefghijklmnopqrstuvwxyz0123456789_-=+abcdefghij";
+        for len in 1..=long.len() {
+            let (head, tail) = (&long[..len], &long[long.len() - len..]);
+            let mut patterns = wide.clone();
+            patterns.extend([format!("{head}*"), format!("*{tail}"), format!("{head}?*")]);
+            let list = CompiledList::new(patterns.iter().map(String::as_str));
+            // `~` at the other end keeps the other trie out of the answer.
+            let mut texts = vec![format!("{head}~"), format!("{head}~~"), format!("~{tail}")];
+            for at in 0..len {
+                let changed = |text: &str| {
+                    let mut bytes = text.as_bytes().to_vec();
+                    bytes[at] = b'~';
+                    String::from_utf8_lossy(&bytes).into_owned()
+                };
+                texts.extend([format!("{}~", changed(head)), format!("~{}", changed(tail))]);
+            }
+            for text in &texts {
+                let expected = reference(&patterns, text).is_some();
+                assert_eq!(find(&list, text).is_some(), expected, "{len}: {text:?}");
+            }
+        }
+    }
+
+    #[test]
     fn backslash_and_regex_syntax_are_literal() {
         assert!(matches(r"C:\Windows\*", r"c:\windows\system32\cmd.exe"));
         assert!(!matches(r"C:\Windows\*", "C:/Windows/x"));
