@@ -59,14 +59,17 @@ fn main() {
     let daemon = common::Daemon::start(&config);
     let pid = daemon.child.as_ref().map_or(0, |c| c.id());
     support::wait_running(&daemon, "win_file_events");
-    let cpu_before = support::cpu_seconds(pid);
+    // The agent's CPU from the storm's start until it goes idle, read without querying it (each
+    // query runs on a daemon thread of its own); the rows are counted after.
+    let threads_before = support::thread_cpu_seconds(pid);
     let with_agent = storm(&agent_folder, cycles);
+    support::settle_cpu(pid);
+    let agent_cpu = support::cpu_between(&threads_before, &support::thread_cpu_seconds(pid));
     let count_sql =
         format!("SELECT count(*) AS n FROM win_file_events WHERE target_path LIKE '{agent_folder}/%'");
     let stored = support::settle(std::time::Duration::from_secs(2), 60, || {
         common::text(&daemon.rows(&count_sql)[0], "n").parse().unwrap_or(0)
     });
-    let agent_cpu = support::cpu_seconds(pid) - cpu_before;
     let by_action = daemon.rows(&format!(
         "SELECT action, count(*) AS n, sum(hashed) AS hashed FROM win_file_events \
          WHERE target_path LIKE '{agent_folder}/%' GROUP BY action ORDER BY action"
@@ -93,8 +96,10 @@ fn main() {
     let audit = support::Auditd::start(&[&format!("-w {audit_folder} -p wa -k wpfilestorm")]);
     if let Some(auditd) = &audit {
         let lost_before = support::Auditd::lost();
-        let cpu_before = support::cpu_seconds(auditd.pid());
+        let threads_before = support::thread_cpu_seconds(auditd.pid());
         let run = storm(&audit_folder, cycles);
+        support::settle_cpu(auditd.pid());
+        let cpu = support::cpu_between(&threads_before, &support::thread_cpu_seconds(auditd.pid()));
         let records = support::settle(std::time::Duration::from_secs(2), 60, || {
             std::fs::read_to_string(auditd.log_path())
                 .map(|log| {
@@ -103,7 +108,6 @@ fn main() {
                 })
                 .unwrap_or(0)
         });
-        let cpu = support::cpu_seconds(auditd.pid()) - cpu_before;
         let lost = support::Auditd::lost().saturating_sub(lost_before);
         println!(
             "with auditd:    {:>7.2} s; {records} SYSCALL records logged (open+unlink: {} expected), kernel lost {lost}, auditd CPU {cpu:.2} s",

@@ -33,8 +33,12 @@ fn main() {
     let pid = daemon.child.as_ref().map_or(0, |c| c.id());
     support::wait_running(&daemon, "win_socket_events");
 
-    let cpu_before = support::cpu_seconds(pid);
+    // The agent's CPU from the storm's start until it goes idle, read without querying it (each
+    // query runs on a daemon thread of its own); the rows are counted after.
+    let threads_before = support::thread_cpu_seconds(pid);
     let tcp = tcp_storm(phase, 10_000);
+    support::settle_cpu(pid);
+    let tcp_cpu = support::cpu_between(&threads_before, &support::thread_cpu_seconds(pid));
     let count = |action: &str| {
         let sql = format!(
             "SELECT count(*) AS n FROM win_socket_events WHERE action = '{action}' AND protocol = 6 \
@@ -45,7 +49,6 @@ fn main() {
     };
     let closes = support::settle(Duration::from_secs(2), 30, || count("Close"));
     let (connects, accepts) = (count("Connect"), count("Accept"));
-    let tcp_cpu = support::cpu_seconds(pid) - cpu_before;
     println!(
         "TCP: {:.0} connects/s for {:.1} s ({} connections, target 10000/s)",
         tcp.done as f64 / tcp.elapsed.as_secs_f64(),
@@ -151,9 +154,11 @@ fn dns_storm(
 ) -> Result<(), String> {
     let _dnsmasq = common::Dnsmasq::start(&["--cache-size=0", "--dns-forward-max=10000"])?;
     let tag = format!("s{}", std::process::id());
-    let cpu_before = support::cpu_seconds(pid);
+    let threads_before = support::thread_cpu_seconds(pid);
     let (answered, elapsed) =
         paced(length, rate, 4, |thread, i| common::ask_dns(&format!("q{i}.t{thread}.{tag}.watchpost.test")));
+    support::settle_cpu(pid);
+    let cpu = support::cpu_between(&threads_before, &support::thread_cpu_seconds(pid));
     let count = |table: &str| {
         let sql =
             format!("SELECT count(*) AS n FROM {table} WHERE domain_name LIKE '%.{tag}.watchpost.test'");
@@ -162,7 +167,6 @@ fn dns_storm(
     let responses =
         support::settle(std::time::Duration::from_secs(2), 30, || count("win_dns_response_events"));
     let requests = count("win_dns_events");
-    let cpu = support::cpu_seconds(pid) - cpu_before;
     println!(
         "DNS: {:.0} answered queries/s for {:.1} s ({answered} answered, target {rate}/s)",
         answered as f64 / elapsed.as_secs_f64(),
