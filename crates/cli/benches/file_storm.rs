@@ -59,12 +59,8 @@ fn main() {
     let daemon = common::Daemon::start(&config);
     let pid = daemon.child.as_ref().map_or(0, |c| c.id());
     support::wait_running(&daemon, "win_file_events");
-    // The agent's CPU from the storm's start until it goes idle, read without querying it (each
-    // query runs on a daemon thread of its own); the rows are counted after.
-    let threads_before = support::thread_cpu_seconds(pid);
-    let with_agent = storm(&agent_folder, cycles);
-    support::settle_cpu(pid);
-    let agent_cpu = support::cpu_between(&threads_before, &support::thread_cpu_seconds(pid));
+    // The rows are counted once the agent is idle, outside the CPU window.
+    let (with_agent, agent_cpu) = support::cpu_while(pid, || storm(&agent_folder, cycles));
     let count_sql =
         format!("SELECT count(*) AS n FROM win_file_events WHERE target_path LIKE '{agent_folder}/%'");
     let stored = support::settle(std::time::Duration::from_secs(2), 60, || {
@@ -96,10 +92,7 @@ fn main() {
     let audit = support::Auditd::start(&[&format!("-w {audit_folder} -p wa -k wpfilestorm")]);
     if let Some(auditd) = &audit {
         let lost_before = support::Auditd::lost();
-        let threads_before = support::thread_cpu_seconds(auditd.pid());
-        let run = storm(&audit_folder, cycles);
-        support::settle_cpu(auditd.pid());
-        let cpu = support::cpu_between(&threads_before, &support::thread_cpu_seconds(auditd.pid()));
+        let (run, cpu) = support::cpu_while(auditd.pid(), || storm(&audit_folder, cycles));
         let records = support::settle(std::time::Duration::from_secs(2), 60, || {
             std::fs::read_to_string(auditd.log_path())
                 .map(|log| {

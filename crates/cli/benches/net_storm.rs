@@ -33,12 +33,8 @@ fn main() {
     let pid = daemon.child.as_ref().map_or(0, |c| c.id());
     support::wait_running(&daemon, "win_socket_events");
 
-    // The agent's CPU from the storm's start until it goes idle, read without querying it (each
-    // query runs on a daemon thread of its own); the rows are counted after.
-    let threads_before = support::thread_cpu_seconds(pid);
-    let tcp = tcp_storm(phase, 10_000);
-    support::settle_cpu(pid);
-    let tcp_cpu = support::cpu_between(&threads_before, &support::thread_cpu_seconds(pid));
+    // The rows are counted once the agent is idle, outside the CPU window.
+    let (tcp, tcp_cpu) = support::cpu_while(pid, || tcp_storm(phase, 10_000));
     let count = |action: &str| {
         let sql = format!(
             "SELECT count(*) AS n FROM win_socket_events WHERE action = '{action}' AND protocol = 6 \
@@ -154,11 +150,9 @@ fn dns_storm(
 ) -> Result<(), String> {
     let _dnsmasq = common::Dnsmasq::start(&["--cache-size=0", "--dns-forward-max=10000"])?;
     let tag = format!("s{}", std::process::id());
-    let threads_before = support::thread_cpu_seconds(pid);
-    let (answered, elapsed) =
-        paced(length, rate, 4, |thread, i| common::ask_dns(&format!("q{i}.t{thread}.{tag}.watchpost.test")));
-    support::settle_cpu(pid);
-    let cpu = support::cpu_between(&threads_before, &support::thread_cpu_seconds(pid));
+    let ((answered, elapsed), cpu) = support::cpu_while(pid, || {
+        paced(length, rate, 4, |thread, i| common::ask_dns(&format!("q{i}.t{thread}.{tag}.watchpost.test")))
+    });
     let count = |table: &str| {
         let sql =
             format!("SELECT count(*) AS n FROM {table} WHERE domain_name LIKE '%.{tag}.watchpost.test'");

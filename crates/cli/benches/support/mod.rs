@@ -62,6 +62,19 @@ pub fn settle_cpu(pid: u32) {
     }
 }
 
+/// Waits for `pid` to be idle (so that its start-up work, such as hashing the images of every
+/// running process, is not counted), runs `storm` and returns its result with the CPU seconds
+/// `pid`'s threads spent from its start until `pid` went idle again ([`settle_cpu`]). Nothing
+/// queries `pid` in that window: each query would run on a daemon thread of its own and count
+/// as the storm's.
+pub fn cpu_while<R>(pid: u32, storm: impl FnOnce() -> R) -> (R, f64) {
+    settle_cpu(pid);
+    let before = thread_cpu_seconds(pid);
+    let result = storm();
+    settle_cpu(pid);
+    (result, cpu_between(&before, &thread_cpu_seconds(pid)))
+}
+
 /// CPU seconds per thread name between two [`thread_cpu_seconds`] readings (threads born in
 /// between count from 0; a name whose threads exited counts 0, never less).
 fn thread_cpu_deltas<'a>(
