@@ -17,8 +17,9 @@ use super::users::UserNames;
 /// How long an exited process stays in the cache for late lookups.
 pub const EXITED_GRACE: Duration = Duration::from_secs(5);
 /// How long another sensor's event waits for the process sensor to put the exec (or fork) it
-/// was made under into the cache. Exec records wake the process sensor at once, so in practice
-/// the wait is a few milliseconds; this bounds it when the process sensor is behind.
+/// was made under into the cache. An exec record usually wakes the process sensor at once; one
+/// queued behind a batched fork record waits for its next read (up to 50 ms). This bounds the
+/// wait when the process sensor is further behind.
 pub const SETTLE: Duration = Duration::from_millis(150);
 /// How often a waiting lookup looks again.
 const SETTLE_POLL: Duration = Duration::from_millis(1);
