@@ -21,7 +21,7 @@
 //!
 //! Case: the patterns are folded when compiled (each character replaced by its Unicode lower
 //! case, exactly as the plain matcher in `glob.rs` does) and the text is folded the same way
-//! before the search (for ASCII text, an ASCII lower case into a reused buffer, without
+//! before the search (for ASCII text, an ASCII lower case into a stack buffer, without
 //! allocating; see `lib.rs`). So every automaton is case-sensitive, which keeps them half the
 //! size and lets Aho-Corasick use its fast prefilters. The automata's own Unicode
 //! case-insensitivity was deliberately not used: it applies Unicode *simple case folding*, which
@@ -36,7 +36,7 @@ use regex_automata::dfa::{self, Automaton as _, dense};
 use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input, meta};
 
-use crate::glob::{Glob, Token};
+use crate::glob::{Folded, Glob, Token};
 
 /// The compiled values of one list. `find` takes the text folded (see the module doc).
 #[derive(Clone, Debug, Default)]
@@ -162,13 +162,13 @@ impl CompiledList {
     }
 
     /// The index of a value that matches the whole `text` (not necessarily the first such value
-    /// in config order: `explain` asks the plain matcher for that). `text` must be folded:
-    /// every character replaced by its Unicode lower case. Allocates nothing for ASCII text.
-    pub(crate) fn find(&self, text: &str) -> Option<usize> {
+    /// in config order: `explain` asks the plain matcher for that). Allocates nothing for ASCII
+    /// text.
+    pub(crate) fn find(&self, text: Folded<'_>) -> Option<usize> {
         if let Some(index) = self.match_all {
             return Some(index);
         }
-        let bytes = text.as_bytes();
+        let bytes = text.bytes();
         let check = |gated: usize| self.gated[gated].check(text);
         // Cheapest first: the searches that stop early before the ones that read the whole text.
         self.exact
@@ -264,34 +264,23 @@ impl Gated {
 
     /// The value's index if it matches the folded `text`; the cheap tests of its length and
     /// both ends first (the gate has checked only one end).
-    fn check(&self, text: &str) -> Option<usize> {
-        let bytes = text.as_bytes();
+    fn check(&self, text: Folded<'_>) -> Option<usize> {
+        let bytes = text.bytes();
         let plausible =
             bytes.len() >= self.min_len && bytes.starts_with(&self.head) && bytes.ends_with(&self.tail);
-        (plausible && matches_folded(&self.glob, text)).then_some(self.index)
+        (plausible && text.matches(&self.glob)).then_some(self.index)
     }
 }
 
-/// Whether `glob` matches the folded `text`, by the plain matcher.
-fn matches_folded(glob: &Glob, text: &str) -> bool {
-    if text.is_ascii() {
-        glob.matches(text.as_bytes())
-    } else {
-        // `?` is one character: compare characters, not bytes.
-        glob.matches(&text.chars().collect::<Vec<char>>())
-    }
-}
-
-/// The plain matcher over `globs`; `text` is folded.
-fn find_one_by_one(globs: &[(Glob, usize)], text: &str) -> Option<usize> {
-    if globs.is_empty() {
-        return None;
-    }
-    if text.is_ascii() {
-        globs.iter().find(|(glob, _)| glob.matches(text.as_bytes())).map(|(_, index)| *index)
-    } else {
-        let chars: Vec<char> = text.chars().collect();
-        globs.iter().find(|(glob, _)| glob.matches(&chars)).map(|(_, index)| *index)
+/// The plain matcher over `globs`.
+fn find_one_by_one(globs: &[(Glob, usize)], text: Folded<'_>) -> Option<usize> {
+    match text {
+        Folded::Ascii(bytes) => globs.iter().find(|(glob, _)| glob.matches(bytes)).map(|(_, index)| *index),
+        Folded::Unicode(text) if !globs.is_empty() => {
+            let chars: Vec<char> = text.chars().collect();
+            globs.iter().find(|(glob, _)| glob.matches(&chars)).map(|(_, index)| *index)
+        }
+        Folded::Unicode(_) => None,
     }
 }
 
@@ -503,7 +492,17 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
         1..4 => (a[0] == b[0]) & (a[n / 2] == b[n / 2]) & (a[n - 1] == b[n - 1]),
         4..8 => (word::<4>(a, 0) == word::<4>(b, 0)) & (word::<4>(a, n - 4) == word::<4>(b, n - 4)),
         8..=16 => (word::<8>(a, 0) == word::<8>(b, 0)) & (word::<8>(a, n - 8) == word::<8>(b, n - 8)),
-        _ => a == b,
+        _ => {
+            // Longer labels (shared directory runs): words, the last one overlapping.
+            let mut differ = 0;
+            let mut at = 0;
+            while at + 8 < n {
+                differ |= u64::from_ne_bytes(word::<8>(a, at)) ^ u64::from_ne_bytes(word::<8>(b, at));
+                at += 8;
+            }
+            differ |= u64::from_ne_bytes(word::<8>(a, n - 8)) ^ u64::from_ne_bytes(word::<8>(b, n - 8));
+            differ == 0
+        }
     }
 }
 
@@ -573,9 +572,9 @@ enum GlobMatcher {
 }
 
 impl Globs {
-    fn find(&self, text: &str) -> Option<usize> {
+    fn find(&self, text: Folded<'_>) -> Option<usize> {
         // Every pattern is anchored at both ends, so the first match state seen is a whole match.
-        let input = Input::new(text).anchored(Anchored::Yes).earliest(true);
+        let input = Input::new(text.bytes()).anchored(Anchored::Yes).earliest(true);
         let found = match &self.matcher {
             GlobMatcher::Dfa(dfa) => match dfa.try_search_fwd(&input) {
                 Ok(found) => found,
@@ -611,7 +610,7 @@ mod tests {
 
     /// What the filter stage hands the compiled list: the folded text.
     fn find(list: &CompiledList, text: &str) -> Option<usize> {
-        list.find(&fold(text))
+        list.find(Folded::of(&fold(text)))
     }
 
     fn matches(pattern: &str, text: &str) -> bool {

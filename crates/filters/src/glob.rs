@@ -122,6 +122,77 @@ impl FoldedText<'_> {
     }
 }
 
+/// A text folded for the compiled lists (`compiled.rs`): every character replaced by its
+/// Unicode lower case. Kept as bytes when ASCII, so that lowering it never has to prove again
+/// that the result is UTF-8.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Folded<'a> {
+    /// ASCII text, lower-cased: each byte is one character.
+    Ascii(&'a [u8]),
+    /// Other text, folded.
+    Unicode(&'a str),
+}
+
+impl<'a> Folded<'a> {
+    /// `folded`, which [`fold`] made.
+    #[cfg(test)]
+    pub(crate) fn of(folded: &'a str) -> Folded<'a> {
+        if folded.is_ascii() { Folded::Ascii(folded.as_bytes()) } else { Folded::Unicode(folded) }
+    }
+
+    pub(crate) fn bytes(self) -> &'a [u8] {
+        match self {
+            Folded::Ascii(bytes) => bytes,
+            Folded::Unicode(text) => text.as_bytes(),
+        }
+    }
+
+    /// Whether `glob` matches the whole text, by the plain matcher.
+    pub(crate) fn matches(self, glob: &Glob) -> bool {
+        match self {
+            Folded::Ascii(bytes) => glob.matches(bytes),
+            // `?` is one character: compare characters, not bytes.
+            Folded::Unicode(text) => glob.matches(&text.chars().collect::<Vec<char>>()),
+        }
+    }
+}
+
+/// Writes the ASCII lower case of `text` into `out` (as long as `text`) and tells whether `text`
+/// is ASCII; if it is not, `out` holds nothing useful. Eight bytes at a time, the last word
+/// overlapping the one before: this runs on every text judged, and `make_ascii_lowercase` goes
+/// byte by byte.
+pub(crate) fn lower_ascii(text: &[u8], out: &mut [u8]) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let n = text.len();
+    if n < 8 {
+        let mut high = 0;
+        for (out, &byte) in out.iter_mut().zip(text) {
+            high |= byte;
+            *out = byte.to_ascii_lowercase();
+        }
+        return high < 0x80;
+    }
+    let mut high = 0;
+    let mut at = 0;
+    while at < n {
+        // The last word may overlap the one before: it writes the same bytes again.
+        let from = at.min(n - 8);
+        let mut word = [0; 8];
+        word.copy_from_slice(&text[from..from + 8]);
+        let word = u64::from_le_bytes(word);
+        high |= word;
+        // Below 0x80 neither sum carries into the next byte, and a byte's high bit then says
+        // whether it is at least `A`, and whether it is above `Z`.
+        let at_least_a = word.wrapping_add(0x3f3f_3f3f_3f3f_3f3f);
+        let above_z = word.wrapping_add(0x2525_2525_2525_2525);
+        let upper = at_least_a & !above_z & HIGH;
+        // `upper >> 2` is 0x20, the case bit, in each upper-case letter.
+        out[from..from + 8].copy_from_slice(&(word | (upper >> 2)).to_le_bytes());
+        at += 8;
+    }
+    high & HIGH == 0
+}
+
 /// `text` case-folded as patterns and [`FoldedText`] are: each character replaced by its Unicode
 /// lower case.
 pub(crate) fn fold(text: &str) -> String {
@@ -157,6 +228,28 @@ mod tests {
 
     fn matches(pattern: &str, text: &str) -> bool {
         PatternList::new([pattern]).first_match(&FoldedText::new(text)).is_some()
+    }
+
+    #[test]
+    fn lower_ascii_lowers_every_byte_at_every_length_and_notices_non_ascii() {
+        // Every ASCII byte (the bounds of `A..=Z` are where the word arithmetic could slip),
+        // at every position of texts long and short enough for each path of the word loop.
+        let ascii: Vec<u8> = (0..=0x7f).collect();
+        for len in 0..=40 {
+            for start in 0..ascii.len() {
+                let text: Vec<u8> = ascii.iter().cycle().skip(start).take(len).copied().collect();
+                let mut out = vec![0xff; len];
+                assert!(lower_ascii(&text, &mut out), "{text:?}");
+                assert_eq!(out, text.to_ascii_lowercase(), "{text:?}");
+            }
+            for at in 0..len {
+                for high in [0x80, 0xc3, 0xff] {
+                    let mut text = vec![b'A'; len];
+                    text[at] = high;
+                    assert!(!lower_ascii(&text, &mut vec![0; len]), "{len} {at} {high:#x}");
+                }
+            }
+        }
     }
 
     #[test]

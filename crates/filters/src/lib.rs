@@ -27,7 +27,7 @@ use watchpost_catalog::{Event, Table, TableId, Value, catalog};
 use watchpost_config::{FilterSpec, FilterValue};
 
 use compiled::CompiledList;
-use glob::{FoldedText, PatternList};
+use glob::{Folded, FoldedText, PatternList};
 
 /// Whether an event is recorded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -216,7 +216,8 @@ impl FilterSet {
     }
 
     /// Keep or drop `event`. Allocates nothing when the table has no filters, nor for ASCII text
-    /// and integer values (once the thread's lower-case buffer has grown to the longest text).
+    /// and integer values (once the thread's buffer for texts past 256 bytes has grown to the
+    /// longest one).
     pub fn judge(&self, event: &Event) -> Verdict {
         match self.tables.get(usize::from(event.table.0)) {
             Some(matcher) if !matcher.columns.is_empty() => decide(matcher, &event.values).verdict(),
@@ -321,31 +322,38 @@ fn decide(matcher: &TableMatcher, values: &[Value]) -> Decision {
     }
 }
 
-thread_local! {
-    /// The lower case of the ASCII text being judged: reused, so that judging allocates nothing.
-    static LOWERED: RefCell<String> = const { RefCell::new(String::new()) };
+/// Calls `f` with `text` folded as the compiled lists take it: each character replaced by its
+/// Unicode lower case. ASCII text (nearly all) is lowered into a stack buffer; other text is
+/// folded into a new string (one allocation).
+fn with_folded<R>(text: &str, f: impl FnOnce(Folded<'_>) -> R) -> R {
+    let bytes = text.as_bytes();
+    if bytes.len() <= STACK_TEXT {
+        let mut buffer = [0u8; STACK_TEXT];
+        let lowered = &mut buffer[..bytes.len()];
+        if glob::lower_ascii(bytes, lowered) {
+            return f(Folded::Ascii(lowered));
+        }
+    } else if text.is_ascii() {
+        return LONG_LOWERED.with(|buffer| match buffer.try_borrow_mut() {
+            Ok(mut buffer) => {
+                buffer.resize(bytes.len(), 0);
+                glob::lower_ascii(bytes, &mut buffer);
+                f(Folded::Ascii(&buffer))
+            }
+            // Only if `f` judged another event from inside: not done, but not worth a panic.
+            Err(_) => f(Folded::Ascii(text.to_ascii_lowercase().as_bytes())),
+        });
+    }
+    f(Folded::Unicode(&glob::fold(text)))
 }
 
-/// Calls `f` with `text` folded as the compiled lists take it: each character replaced by its
-/// Unicode lower case. ASCII text is lowered into a reused buffer (a 192-byte stack buffer
-/// measured no faster); other text is folded into a new string (one allocation).
-fn with_folded<R>(text: &str, f: impl FnOnce(&str) -> R) -> R {
-    if !text.is_ascii() {
-        return f(&glob::fold(text));
-    }
-    if !text.bytes().any(|byte| byte.is_ascii_uppercase()) {
-        return f(text);
-    }
-    LOWERED.with(|buffer| match buffer.try_borrow_mut() {
-        Ok(mut buffer) => {
-            buffer.clear();
-            buffer.push_str(text);
-            buffer.make_ascii_lowercase();
-            f(&buffer)
-        }
-        // Only if `f` judged another event from inside: not done, but not worth a panic.
-        Err(_) => f(&text.to_ascii_lowercase()),
-    })
+/// Texts up to this many bytes (most paths and command lines) are lowered on the stack.
+const STACK_TEXT: usize = 256;
+
+thread_local! {
+    /// The lower case of an ASCII text longer than `STACK_TEXT`: reused, so that judging long
+    /// command lines allocates nothing either.
+    static LONG_LOWERED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Calls `f` with the text a value is matched as: its decimal text for numbers, "" for NULL.
