@@ -58,6 +58,9 @@ fn judging_ascii_and_integer_values_allocates_nothing() {
             "remote_address": {"include": {"values": ["10.*"]}}}}}"#;
     let config = watchpost_config::parse("test.conf", config).unwrap();
     let set = FilterSet::compile(&config.filters).unwrap();
+    // Past the 256 bytes lowered on the stack: the thread's reused buffer takes them.
+    let long_svchost = format!(r"C:\WINDOWS\system32\svchost.exe -k {}", "Arg".repeat(100));
+    let long_tool = format!(r"C:\Tools\Run.exe {}", "Arg".repeat(100));
     let processes: Vec<Event> = [
         (r"C:\Windows\system32\DllHost.exe /Processid:{AB}", r"C:\Windows\system32\DllHost.exe", ""),
         (r"C:\WINDOWS\system32\svchost.exe -k netsvcs", r"C:\WINDOWS\system32\svchost.exe", ""),
@@ -70,6 +73,8 @@ fn judging_ascii_and_integer_values_allocates_nothing() {
             r"C:\Windows\system32\cmd.exe",
             r"C:\Windows\explorer.exe",
         ),
+        (long_svchost.as_str(), r"C:\WINDOWS\system32\svchost.exe", ""),
+        (long_tool.as_str(), r"C:\Tools\Run.exe", ""),
     ]
     .iter()
     .map(|(cmdline, path, parent)| {
@@ -96,21 +101,23 @@ fn judging_ascii_and_integer_values_allocates_nothing() {
         Verdict::Drop,
         Verdict::Drop,
         Verdict::Keep,
+        Verdict::Drop,
+        Verdict::Keep,
         Verdict::Keep,
         Verdict::Keep,
         Verdict::Keep,
         Verdict::Drop,
     ];
-    let judge_all = |verdicts: &mut [Verdict; 11]| {
+    let judge_all = |verdicts: &mut [Verdict; 13]| {
         for (slot, event) in verdicts.iter_mut().zip(processes.iter().chain(&sockets)) {
             *slot = set.judge(event);
         }
     };
-    let mut verdicts = [Verdict::Keep; 11];
+    let mut verdicts = [Verdict::Keep; 13];
     judge_all(&mut verdicts);
     assert_eq!(verdicts, expected);
 
-    let mut again = [Verdict::Keep; 11];
+    let mut again = [Verdict::Keep; 13];
     assert_eq!(allocations_during(|| judge_all(&mut again)), 0);
     assert_eq!(again, expected);
 
