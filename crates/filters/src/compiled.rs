@@ -266,8 +266,12 @@ impl Gated {
     /// both ends first (the gate has checked only one end).
     fn check(&self, text: Folded<'_>) -> Option<usize> {
         let bytes = text.bytes();
-        let plausible =
-            bytes.len() >= self.min_len && bytes.starts_with(&self.head) && bytes.ends_with(&self.tail);
+        let plausible = bytes.len() >= self.min_len
+            && bytes.get(..self.head.len()).is_some_and(|head| same_bytes(head, &self.head))
+            && bytes
+                .len()
+                .checked_sub(self.tail.len())
+                .is_some_and(|at| same_bytes(&bytes[at..], &self.tail));
         (plausible && text.matches(&self.glob)).then_some(self.index)
     }
 }
@@ -321,6 +325,21 @@ enum Hit {
     Check(usize),
 }
 
+impl Hit {
+    /// As stored in a trie node: the index shifted left, the low bit set for a gate.
+    fn encode(self) -> usize {
+        match self {
+            Hit::Value(index) => index << 1,
+            Hit::Check(gated) => gated << 1 | 1,
+        }
+    }
+
+    fn decode(word: u32) -> Hit {
+        let index = (word >> 1) as usize;
+        if word & 1 == 0 { Hit::Value(index) } else { Hit::Check(index) }
+    }
+}
+
 /// Literals walked anchored from one end of the text: every literal the text starts with (or,
 /// for a trie of reversed suffixes walked from the end, ends with) is found, the walk stopping
 /// as soon as no literal continues the way the text does.
@@ -333,18 +352,17 @@ enum Hit {
 #[derive(Clone, Debug, Default)]
 struct Trie {
     /// The nodes, depth first, each encoded as
-    /// `[label length, child count, first hit, hit count: u32 LE][label][first byte of each
-    /// child's label, zero-padded to a multiple of 8][offset of each child: u32 LE]`.
+    /// `[label length, child count, hit count: u32 LE][hit of each literal that ends where the
+    /// label ends: u32 LE, see `Hit::encode`][label][first byte of each child's label,
+    /// zero-padded to a multiple of 8][offset of each child: u32 LE]`.
     /// A walk reads a node's parts from adjacent memory, and a first child sits right after its
     /// parent: the separate arrays this replaced cost a cache miss per part.
     nodes: Vec<u8>,
-    /// The hits of the literals that end where a node's label ends.
-    hits: Vec<Hit>,
     /// Walked from the end of the text.
     reversed: bool,
 }
 
-const NODE_HEADER: usize = 16;
+const NODE_HEADER: usize = 12;
 
 /// The little-endian `u32` at `at` of `bytes`.
 fn read_u32(bytes: &[u8], at: usize) -> u32 {
@@ -395,9 +413,10 @@ impl Trie {
         let node = self.nodes.len();
         push_u32(&mut self.nodes, label.len());
         push_u32(&mut self.nodes, groups.len());
-        push_u32(&mut self.nodes, self.hits.len());
         push_u32(&mut self.nodes, ending);
-        self.hits.extend(literals[..ending].iter().map(|(_, hit)| *hit));
+        for (_, hit) in &literals[..ending] {
+            push_u32(&mut self.nodes, hit.encode());
+        }
         self.nodes.extend_from_slice(&label);
         self.nodes.extend(groups.iter().map(|group| group[0].0[end]));
         self.nodes.resize(self.nodes.len() + padding(groups.len()), 0);
@@ -433,12 +452,14 @@ impl Trie {
             let field = |at: usize| {
                 u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]) as usize
             };
-            let (label_len, child_count, first_hit, hit_count) = (field(0), field(4), field(8), field(12));
+            let (label_len, child_count, hit_count) = (field(0), field(4), field(8));
             let rest = text.len() - walked;
             if label_len > rest {
                 return None;
             }
-            let label = &nodes[node + NODE_HEADER..node + NODE_HEADER + label_len];
+            let hits = node + NODE_HEADER;
+            let label_at = hits + 4 * hit_count;
+            let label = &nodes[label_at..label_at + label_len];
             let agrees = if self.reversed {
                 same_bytes(&text[rest - label_len..rest - compared], &label[..label_len - compared])
             } else {
@@ -448,22 +469,20 @@ impl Trie {
                 return None;
             }
             walked += label_len;
-            if hit_count > 0 {
-                for hit in &self.hits[first_hit..first_hit + hit_count] {
-                    let found = match *hit {
-                        Hit::Value(index) => Some(index),
-                        Hit::Check(gated) => check(gated),
-                    };
-                    if found.is_some() {
-                        return found;
-                    }
+            for at in (hits..label_at).step_by(4) {
+                let found = match Hit::decode(read_u32(nodes, at)) {
+                    Hit::Value(index) => Some(index),
+                    Hit::Check(gated) => check(gated),
+                };
+                if found.is_some() {
+                    return found;
                 }
             }
             if walked == text.len() {
                 return None;
             }
             let next = if self.reversed { text[text.len() - walked - 1] } else { text[walked] };
-            let child_bytes = node + NODE_HEADER + label_len;
+            let child_bytes = label_at + label_len;
             let padded = child_count + padding(child_count);
             let child = position_of(&nodes[child_bytes..child_bytes + padded], child_count, next)?;
             node = read_u32(nodes, child_bytes + padded + 4 * child) as usize;
