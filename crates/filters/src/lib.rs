@@ -66,8 +66,10 @@ struct ColumnMatcher {
     name: String,
     /// Position in the catalog table's columns (and so in `Event::values`).
     index: usize,
-    include: CompiledList,
-    exclude: CompiledList,
+    /// None for an empty list: most columns filter one way only, and judging then does not read
+    /// the other list's (large) structure.
+    include: Option<Box<CompiledList>>,
+    exclude: Option<Box<CompiledList>>,
     /// The values as written, for explanations.
     include_values: Vec<FilterValue>,
     exclude_values: Vec<FilterValue>,
@@ -190,8 +192,8 @@ impl FilterSet {
                         matcher.columns.push(ColumnMatcher {
                             name: column_spec.column.clone(),
                             index,
-                            include: CompiledList::default(),
-                            exclude: CompiledList::default(),
+                            include: None,
+                            exclude: None,
                             include_values: Vec::new(),
                             exclude_values: Vec::new(),
                         });
@@ -207,10 +209,10 @@ impl FilterSet {
             // Columns with no values at all would only cost time on the hot path.
             matcher.columns.retain(|c| !c.include_values.is_empty() || !c.exclude_values.is_empty());
             for column in &mut matcher.columns {
-                column.include = CompiledList::new(column.include_values.iter().map(|v| v.text.as_str()));
-                column.exclude = CompiledList::new(column.exclude_values.iter().map(|v| v.text.as_str()));
+                column.include = compile_list(&column.include_values);
+                column.exclude = compile_list(&column.exclude_values);
             }
-            matcher.has_include = matcher.columns.iter().any(|c| !c.include.is_empty());
+            matcher.has_include = matcher.columns.iter().any(|c| c.include.is_some());
         }
         Ok(FilterSet { tables })
     }
@@ -283,28 +285,25 @@ impl FilterSet {
     }
 }
 
+/// The compiled `values`, None if there are none.
+fn compile_list(values: &[FilterValue]) -> Option<Box<CompiledList>> {
+    let list = CompiledList::new(values.iter().map(|v| v.text.as_str()));
+    (!list.is_empty()).then(|| Box::new(list))
+}
+
 /// The filter semantics, shared by `judge` and `explain` so that they cannot disagree.
 fn decide(matcher: &TableMatcher, values: &[Value]) -> Decision {
     let mut included: Option<Decision> = None;
-    // Reading the first byte of every column's text up front lets the processor fetch the texts
-    // (usually cache misses) in parallel rather than one after the other: measured 15 % faster.
-    let mut first_bytes = 0u8;
-    for column in &matcher.columns {
-        if let Some(Value::Text(text)) = values.get(column.index) {
-            first_bytes ^= text.as_bytes().first().copied().unwrap_or(0);
-        }
-    }
-    std::hint::black_box(first_bytes);
     for (position, column) in matcher.columns.iter().enumerate() {
         let value = values.get(column.index).unwrap_or(&Value::Null);
         let decision = with_text(value, |text| {
             with_folded(text, |text| {
                 // One folded text for both lists of the column.
-                if let Some(value) = column.exclude.find(text) {
+                if let Some(value) = column.exclude.as_ref().and_then(|list| list.find(text)) {
                     return Some(Decision::Matched { column: position, kind: FilterKind::Exclude, value });
                 }
                 if included.is_none()
-                    && let Some(value) = column.include.find(text)
+                    && let Some(value) = column.include.as_ref().and_then(|list| list.find(text))
                 {
                     included = Some(Decision::Matched { column: position, kind: FilterKind::Include, value });
                 }
