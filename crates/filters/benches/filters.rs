@@ -6,6 +6,10 @@
 //! --all-targets` it runs a small smoke version. Override with `WATCHPOST_BENCH_PATTERNS`,
 //! `WATCHPOST_BENCH_EVENTS` and `WATCHPOST_BENCH_ROUNDS`. Both matchers must agree on every
 //! event, or the run fails.
+//!
+//! It compares twice: on all the events judged in turn, whose texts then mostly come from
+//! memory, and on 500 of them judged over and over, which stay in the cache. The second is the
+//! agent's case: a sensor hands the filter each event right after building it.
 
 use std::fmt::Write as _;
 use std::hint::black_box;
@@ -367,7 +371,10 @@ fn main() {
         per_second(reading_time),
         nanos(reading_time)
     );
-    println!("speed-up: {:.1}x", loop_time.as_secs_f64() / compiled_time.as_secs_f64().max(1e-9));
+    println!(
+        "speed-up, {event_count} events judged in turn (their texts mostly from memory): {:.1}x",
+        loop_time.as_secs_f64() / compiled_time.as_secs_f64().max(1e-9)
+    );
 
     // In the agent an event is judged right after its sensor built it, so its texts are in the
     // cache; above, 20,000 events are judged in turn and most texts come from memory. The same
@@ -381,12 +388,12 @@ fn main() {
     });
     let cached_nanos = |time: Duration| time.as_nanos() as f64 / cached.len().max(1) as f64;
     println!(
-        "events in cache ({} events, best of {cached_rounds}): compiled {:.0} ns/event, loop {:.0} \
-         ns/event, speed-up: {:.1}x",
+        "speed-up, {} events judged over and over (in cache, as in the agent; best of \
+         {cached_rounds}): {:.1}x (compiled {:.0} ns/event, loop {:.0} ns/event)",
         cached.len(),
+        loop_cached.as_secs_f64() / compiled_cached.as_secs_f64().max(1e-9),
         cached_nanos(compiled_cached),
         cached_nanos(loop_cached),
-        loop_cached.as_secs_f64() / compiled_cached.as_secs_f64().max(1e-9)
     );
 }
 
