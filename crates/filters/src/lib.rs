@@ -322,8 +322,8 @@ fn decide(matcher: &TableMatcher, values: &[Value]) -> Decision {
 }
 
 /// Calls `f` with `text` folded as the compiled lists take it: each character replaced by its
-/// Unicode lower case. ASCII text (nearly all) is lowered into a stack buffer; other text is
-/// folded into a new string (one allocation).
+/// Unicode lower case. ASCII text (nearly all) is lowered into a stack buffer, or past 256 bytes
+/// into the thread's reused one; other text is folded into a new string (one allocation).
 fn with_folded<R>(text: &str, f: impl FnOnce(Folded<'_>) -> R) -> R {
     let bytes = text.as_bytes();
     if bytes.len() <= STACK_TEXT {
